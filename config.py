@@ -1,0 +1,80 @@
+"""Settings, read once from the environment. No I/O happens here.
+
+Only the app factory (`feature_store.create_app`) and the worker entry (`workers`) read this.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent
+DEMO_WAREHOUSE_PATH = PROJECT_DIR / "var" / "demo_warehouse.db"
+DEMO_WAREHOUSE_URL = f"sqlite:///{DEMO_WAREHOUSE_PATH}"
+
+
+def _env_str(name: str, default: str | None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _env_keys(name: str) -> tuple[str, ...]:
+    value = os.environ.get(name) or ""
+    return tuple(k.strip() for k in value.split(",") if k.strip())
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the web process and the workers (see the README's configuration table)."""
+
+    # The online store and the RQ broker. None means embedded mode (fakeredis, jobs inline).
+    REDIS_URL: str | None = field(default_factory=lambda: _env_str("REDIS_URL", None))
+    # SQLAlchemy URL of the warehouse.
+    WAREHOUSE_URL: str = field(default_factory=lambda: _env_str("WAREHOUSE_URL", DEMO_WAREHOUSE_URL))
+    # Online-store timeouts on the request path: a Redis that is down or stuck answers 503 fast.
+    REDIS_SOCKET_TIMEOUT: float = field(default_factory=lambda: _env_float("REDIS_SOCKET_TIMEOUT", 0.5))
+    REDIS_CONNECT_TIMEOUT: float = field(default_factory=lambda: _env_float("REDIS_CONNECT_TIMEOUT", 0.5))
+    # Deadline of an on-demand warehouse computation on the request path (seconds).
+    WAREHOUSE_TIMEOUT: float = field(default_factory=lambda: _env_float("WAREHOUSE_TIMEOUT", 1.0))
+    # RQ queue of the extraction jobs; workers must listen on the same name.
+    EXTRACT_QUEUE: str = field(default_factory=lambda: _env_str("EXTRACT_QUEUE", "feature-extraction"))
+    # How long POST /extract waits for its job before answering 202 (below gunicorn's timeout).
+    EXTRACT_WAIT_SECONDS: float = field(default_factory=lambda: _env_float("EXTRACT_WAIT_SECONDS", 25.0))
+    # Longest an extraction job may run before RQ stops it.
+    EXTRACT_JOB_TIMEOUT: int = field(default_factory=lambda: _env_int("EXTRACT_JOB_TIMEOUT", 3600))
+    # How long finished and failed jobs stay visible at GET /extract/<job_id>.
+    EXTRACT_JOB_TTL: int = field(default_factory=lambda: _env_int("EXTRACT_JOB_TTL", 7 * 24 * 3600))
+    # Rows per chunk when streaming a feature query, and values per Redis pipeline.
+    EXTRACT_CHUNK_SIZE: int = field(default_factory=lambda: _env_int("EXTRACT_CHUNK_SIZE", 10_000))
+    # Largest /training request (items), and largest request body (bytes): beyond, 413.
+    TRAINING_MAX_ITEMS: int = field(default_factory=lambda: _env_int("TRAINING_MAX_ITEMS", 10_000))
+    MAX_CONTENT_LENGTH: int = field(default_factory=lambda: _env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024))
+    # Optional API keys (comma-separated). None configured: the API is open.
+    API_KEYS_READ: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_READ"))
+    API_KEYS_ADMIN: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_ADMIN"))
+    # Embedded mode only: run one extraction when the app starts, so the demo serves cached values.
+    EXTRACT_ON_START: bool = field(default_factory=lambda: _env_str("EXTRACT_ON_START", "1") == "1")
+
+    @property
+    def embedded(self) -> bool:
+        return self.REDIS_URL is None
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Config":
+        """The environment's settings, with `overrides` (a test's, say) on top."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return cls(**overrides)

@@ -1,0 +1,93 @@
+"""The feature store: features computed once from the warehouse, served from Redis."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+
+from config import DEMO_WAREHOUSE_PATH, DEMO_WAREHOUSE_URL, Config
+from feature_store.features import REGISTRY
+from feature_store.online_store import OnlineStore, connect
+from feature_store.registry import Registry
+from feature_store.services.jobs import ExtractionRuns
+from feature_store.services.serving import FeatureServer
+from feature_store.warehouse import Warehouse, describe_url
+
+log = logging.getLogger("feature_store")
+
+DEMO_USERS = 3000
+
+
+@dataclass
+class Services:
+    """What the views use, built once per app from its configuration."""
+
+    config: Config
+    registry: Registry
+    server: FeatureServer
+    runs: ExtractionRuns
+    warehouse: Warehouse
+    store: OnlineStore
+
+
+def startup_line(config: Config) -> str:
+    """The first log line: which mode, which stores, whether the API is open."""
+    warehouse = describe_url(config.WAREHOUSE_URL)
+    access = ("API keys required (read and admin scopes)" if config.API_KEYS_READ or config.API_KEYS_ADMIN
+              else "API open: no API keys configured")
+    if config.embedded:
+        return (f"feature store in EMBEDDED mode: in-process fakeredis online store, extraction jobs run "
+                f"inline, warehouse {warehouse}; {access}. Set REDIS_URL for production.")
+    redis_url = describe_url(config.REDIS_URL)
+    return f"feature store: online store {redis_url}, RQ workers, warehouse {warehouse}; {access}"
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the Flask app.
+
+    Args:
+        test_config: settings that override the environment's (see config.Config).
+    """
+    config = Config.from_env(**(test_config or {}))
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.MAX_CONTENT_LENGTH
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info(startup_line(config))
+
+    if config.embedded:
+        import fakeredis
+
+        client = fakeredis.FakeRedis()
+        if config.WAREHOUSE_URL == DEMO_WAREHOUSE_URL and not Path(DEMO_WAREHOUSE_PATH).exists():
+            from feature_store.warehouse import demo
+
+            counts = demo.generate(DEMO_WAREHOUSE_URL, DEMO_USERS)
+            log.info("created the demo warehouse %s: %s", DEMO_WAREHOUSE_PATH, counts)
+    else:
+        client = connect(config.REDIS_URL, socket_timeout=config.REDIS_SOCKET_TIMEOUT,
+                         connect_timeout=config.REDIS_CONNECT_TIMEOUT)
+
+    warehouse = Warehouse(config.WAREHOUSE_URL, request_timeout=config.WAREHOUSE_TIMEOUT)
+    store = OnlineStore(client)
+    runs = ExtractionRuns(client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,
+                          job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
+                          warehouse_url=config.WAREHOUSE_URL)
+    app.extensions["feature_store"] = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse),
+                                               runs, warehouse, store)
+
+    from feature_store.api import bp as api_bp
+    from feature_store.api.errors import register_error_handlers
+    from feature_store.api.openapi import bp as openapi_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(openapi_bp)
+    register_error_handlers(app)
+
+    if config.embedded and config.EXTRACT_ON_START:
+        job_id, _ = runs.start_or_join()
+        status = runs.status(job_id)
+        log.info("initial extraction %s: %s", job_id, status.result if status and status.result else status)
+    return app

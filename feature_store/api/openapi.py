@@ -1,0 +1,81 @@
+"""The OpenAPI document, generated from the same marshmallow schemas that validate requests."""
+
+from __future__ import annotations
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint
+
+from feature_store.api import schemas
+from feature_store.api.errors import json_response
+
+bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
+
+BASE = "/api/v1/features"
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": "Error"}}}
+
+
+def _ok(description: str, schema) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def build_spec() -> dict:
+    spec = APISpec(
+        title="Feature store", version="1.0.0", openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Features computed once from the warehouse, served from Redis."},
+        components={"securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+    )
+    for name, schema in [
+        ("FeatureRequest", schemas.FeatureRequestSchema), ("TrainingRequest", schemas.TrainingRequestSchema),
+        ("Feature", schemas.FeatureSchema), ("FeatureValue", schemas.FeatureValueSchema),
+        ("TrainingResponse", schemas.TrainingResponseSchema), ("ExtractionResult", schemas.ExtractionResultSchema),
+        ("ExtractionAccepted", schemas.ExtractionAcceptedSchema), ("ExtractionStatus", schemas.ExtractionStatusSchema),
+        ("Error", schemas.ErrorSchema),
+    ]:
+        spec.components.schema(name, schema=schema)
+
+    unavailable = _error("the online store or the warehouse is unreachable")
+    spec.path(path=f"{BASE}/discovery", operations={"get": {
+        "summary": "List every feature with its metadata",
+        "responses": {"200": _ok("the catalog", {"type": "array", "items": {"$ref": "#/components/schemas/Feature"}})},
+    }})
+    spec.path(path=f"{BASE}/inference", operations={"post": {
+        "summary": "Get one feature value for real-time inference",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": "FeatureRequest"}}},
+        "responses": {"200": _ok("the value", "FeatureValue"), "400": _error("malformed request"),
+                      "404": _ok("unknown feature type, or the entity does not exist", "FeatureValue"),
+                      "413": _error("body too large"), "503": unavailable},
+    }})
+    spec.path(path=f"{BASE}/training", operations={"post": {
+        "summary": "Get many feature values at once, in request order",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": "TrainingRequest"}}},
+        "responses": {"200": _ok("one answer per item", "TrainingResponse"), "400": _error("malformed request"),
+                      "413": _error("too many items or body too large"), "503": unavailable},
+    }})
+    spec.path(path=f"{BASE}/extract", operations={"post": {
+        "summary": "Run batch extraction of every feature into the online store",
+        "parameters": [{"name": "wait", "in": "query", "required": False,
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                        "description": "false: answer 202 at once with the job id"}],
+        "responses": {"200": _ok("extraction finished", "ExtractionResult"),
+                      "202": _ok("extraction queued or running", "ExtractionAccepted"),
+                      "400": _error("bad wait parameter"), "500": _error("the extraction failed"),
+                      "503": unavailable},
+    }})
+    spec.path(path=f"{BASE}/extract/{{job_id}}", operations={"get": {
+        "summary": "Get an extraction run's status, result or error",
+        "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": _ok("the run", "ExtractionStatus"), "404": _error("no such job"),
+                      "503": unavailable},
+    }})
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI document of this API."""
+    return json_response(build_spec())

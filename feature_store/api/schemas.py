@@ -1,0 +1,125 @@
+"""Request and response schemas (marshmallow). The same classes validate requests and document
+the API in the OpenAPI document (see openapi.py). Unknown fields in a request are ignored."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+
+class EntityIdField(fields.Field):
+    """An entity id: a JSON string or integer (never a boolean, float, list or null), as a string.
+
+    Integers are turned into their decimal form exactly (Python ints are unbounded: no float in
+    between), so 2**60 names the row 1152921504606846976.
+    """
+
+    default_error_messages = {"invalid": "must be a string or an integer"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise self.make_error("invalid")
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else str(value)
+
+
+class _Request(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class FeatureRequestSchema(_Request):
+    feature_type = fields.String(required=True, metadata={"example": "user_failed_transaction_count"})
+    entity_id = EntityIdField(required=True, metadata={"example": "123", "oneOf": [{"type": "string"},
+                                                                                   {"type": "integer"}]})
+
+
+class TrainingRequestSchema(_Request):
+    features = fields.List(fields.Nested(FeatureRequestSchema), required=True)
+
+
+class FeatureSchema(Schema):
+    feature_type = fields.String(required=True)
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    entity_type = fields.String(required=True)
+    data_type = fields.String(required=True, metadata={"enum": ["datetime", "integer", "string"]})
+    created_at = fields.String(required=True, metadata={"example": "2025-01-01T00:00:00"})
+    version = fields.Integer()
+
+
+class FeatureValueSchema(Schema):
+    feature_type = fields.String(required=True)
+    entity_id = fields.String(required=True)
+    feature_value = fields.Raw(allow_none=True, metadata={"description": "null when there is none"})
+    computed_at = fields.String(allow_none=True, metadata={"example": "2025-01-20T12:00:00"})
+    success = fields.Boolean(required=True)
+    error = fields.String()
+
+
+class TrainingResponseSchema(Schema):
+    results = fields.List(fields.Nested(FeatureValueSchema), required=True)
+    total_requested = fields.Integer(required=True)
+    total_successful = fields.Integer(required=True)
+
+
+class ExtractionResultSchema(Schema):
+    message = fields.String(required=True)
+    features_extracted = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    total_features = fields.Integer(required=True)
+    job_id = fields.String(required=True)
+    joined = fields.Boolean(metadata={"description": "true when this request joined a run in progress"})
+
+
+class ExtractionAcceptedSchema(Schema):
+    job_id = fields.String(required=True)
+    status = fields.String(required=True)
+    status_url = fields.String(required=True)
+    joined = fields.Boolean()
+
+
+class ExtractionStatusSchema(Schema):
+    job_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["queued", "started", "finished", "failed"]})
+    enqueued_at = fields.String(allow_none=True)
+    started_at = fields.String(allow_none=True)
+    ended_at = fields.String(allow_none=True)
+    result = fields.Dict()
+    error = fields.String()
+
+
+class ErrorSchema(Schema):
+    success = fields.Boolean(required=True, metadata={"example": False})
+    error = fields.String(required=True)
+    request_id = fields.String()
+
+
+def first_error(messages, path: str = "") -> str:
+    """One readable line from marshmallow's nested error messages, naming the item's path."""
+    if isinstance(messages, dict):
+        name, inner = next(iter(messages.items()))
+        if isinstance(name, int):
+            segment = f"{path}[{name}]"
+        elif name == "_schema":
+            segment = path
+        else:
+            segment = f"{path}.{name}" if path else str(name)
+        return first_error(inner, segment)
+    if isinstance(messages, list) and messages:
+        return first_error(messages[0], path)
+    text = str(messages)
+    if text == "Missing data for required field.":
+        text = "is required"
+    elif text == "Invalid input type.":
+        text = "must be an object"
+    elif text == "Not a valid string.":
+        text = "must be a string"
+    elif text == "Not a valid list.":
+        text = "must be a list"
+    return f"{path}: {text}" if path else text
+
+
+__all__ = ["ValidationError"]

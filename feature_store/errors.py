@@ -1,0 +1,17 @@
+"""Failures the services report, mapped to HTTP answers by the API layer only."""
+
+
+class FeatureStoreError(Exception):
+    """Base of the errors a client can be told about (the message is safe to show)."""
+
+
+class StoreUnavailable(FeatureStoreError):
+    """The online store (Redis) is unreachable, refusing, or not answering in time."""
+
+
+class WarehouseUnavailable(FeatureStoreError):
+    """The warehouse is unreachable, failing, or not answering in time."""
+
+
+class ExtractionFailed(FeatureStoreError):
+    """An extraction run failed; the previous values stay served."""

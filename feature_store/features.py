@@ -1,0 +1,106 @@
+"""The feature declarations: the single source of truth for what each feature is and how it is
+computed. Discovery, batch extraction and on-demand computation all read these and nothing else.
+
+To add a feature: declare it here (one `REGISTRY.register(Feature(...))`) and add its test to
+tests/integration/test_feature_values.py. See the README, "Adding a feature".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, select
+
+from feature_store.registry import DataType, Entity, Feature, Registry
+from feature_store.warehouse.models import PaymentTransaction, Policy, Quote, User
+
+USER = Entity("user_id", "users", lambda: User.id)
+QUOTE = Entity("quote_id", "quotes", lambda: Quote.id)
+PAYMENT_TRANSACTION = Entity("payment_transaction_id", "payment_transactions", lambda: PaymentTransaction.id)
+
+CATALOG_DATE = datetime(2025, 1, 1)
+
+
+def _restricted(statement, id_column, restrict):
+    return statement if restrict is None else statement.where(restrict(id_column))
+
+
+def _whole_seconds(start: datetime, end: datetime | None) -> int | None:
+    """Whole seconds from start to end, truncated toward zero; None while end is unknown.
+
+    Integer arithmetic on the timedelta: exact for any span, unlike float seconds, and the same on
+    every dialect (SQLite has no interval type; its timestamps are text).
+    """
+    if end is None:
+        return None
+    micros = (end - start) // timedelta(microseconds=1)
+    seconds = abs(micros) // 1_000_000
+    return seconds if micros >= 0 else -seconds
+
+
+REGISTRY = Registry()
+
+REGISTRY.register(Feature(
+    feature_type="user_policy_time_of_purchase",
+    name="User Policy Time of Purchase",
+    description="For a given user_id, returns the policy payment transaction time: the earliest "
+    "succeeded payment transaction across the user's policies (null when there is none)",
+    entity=USER,
+    data_type=DataType.DATETIME,
+    created_at=CATALOG_DATE,
+    query=lambda restrict: _restricted(
+        select(User.id, func.min(PaymentTransaction.created_at))
+        .outerjoin(Policy, Policy.user_id == User.id)
+        .outerjoin(PaymentTransaction, and_(
+            PaymentTransaction.policy_id == Policy.id,
+            PaymentTransaction.status == "succeeded",
+        )),
+        User.id, restrict,
+    ).group_by(User.id),
+))
+
+REGISTRY.register(Feature(
+    feature_type="quote_creation_to_binding_time",
+    name="Time from Quote Creation to Binding",
+    description="For a given quote_id, returns the whole seconds from the quote's creation to its "
+    "binding, truncated toward zero (null while the quote is not bound)",
+    entity=QUOTE,
+    data_type=DataType.INTEGER,
+    created_at=CATALOG_DATE,
+    query=lambda restrict: _restricted(
+        select(Quote.id, Quote.created_at, Quote.bound_at), Quote.id, restrict,
+    ),
+    value=_whole_seconds,
+))
+
+REGISTRY.register(Feature(
+    feature_type="user_failed_transaction_count",
+    name="Count of User Failed Transactions",
+    description="For a given user_id, returns the number of failed payment transactions across "
+    "the user's policies (0 when there is none)",
+    entity=USER,
+    data_type=DataType.INTEGER,
+    created_at=CATALOG_DATE,
+    query=lambda restrict: _restricted(
+        select(User.id, func.count(PaymentTransaction.id))
+        .outerjoin(Policy, Policy.user_id == User.id)
+        .outerjoin(PaymentTransaction, and_(
+            PaymentTransaction.policy_id == Policy.id,
+            PaymentTransaction.status == "failed",
+        )),
+        User.id, restrict,
+    ).group_by(User.id),
+))
+
+REGISTRY.register(Feature(
+    feature_type="payment_type",
+    name="Type of Payment",
+    description="For a given payment_transaction_id, returns the payment type "
+    "(Credit, Debit or Prepaid) as stored",
+    entity=PAYMENT_TRANSACTION,
+    data_type=DataType.STRING,
+    created_at=CATALOG_DATE,
+    query=lambda restrict: _restricted(
+        select(PaymentTransaction.id, PaymentTransaction.payment_type), PaymentTransaction.id, restrict,
+    ),
+))

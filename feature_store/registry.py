@@ -1,0 +1,161 @@
+"""The feature catalog's building blocks: what a feature declaration is, and the lookup of them.
+
+A `Feature` is declared once (see `feature_store.features`) and that one declaration drives
+discovery (its metadata), batch extraction and on-demand computation (its `query` and `value`).
+This module imports nothing else of the project.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+# A warehouse id is a 64-bit integer; an entity id is its decimal form, written exactly so.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_CANONICAL_INT = re.compile(r"(?:0|-?[1-9][0-9]{0,18})")
+_FEATURE_TYPE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class DataType(str, enum.Enum):
+    """The data types a feature value can have, as discovery reports them."""
+
+    DATETIME = "datetime"
+    INTEGER = "integer"
+    STRING = "string"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+
+
+def _encode_datetime(value: datetime) -> str:
+    # ISO 8601 without offset; `.ffffff` only when there is a fraction (datetime.isoformat's rule).
+    return value.replace(tzinfo=None).isoformat()
+
+
+_TO_JSONABLE: dict[DataType, Callable[[Any], Any]] = {
+    DataType.DATETIME: _encode_datetime,
+    DataType.INTEGER: int,
+    DataType.STRING: str,
+    DataType.FLOAT: float,
+    DataType.BOOLEAN: bool,
+}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A kind of thing features describe, identified by a row id of one warehouse table.
+
+    Attributes:
+        entity_type: the id's name in the API (`user_id`).
+        table: the warehouse table whose rows are the entities (`users`).
+        id_column: a zero-argument callable returning that table's id column (resolved lazily so
+            this module does not import the warehouse models).
+    """
+
+    entity_type: str
+    table: str
+    id_column: Callable[[], Any]
+
+    @staticmethod
+    def parse_id(entity_id: str) -> int | None:
+        """The warehouse id that `entity_id` names, or None when no row can have that id.
+
+        Ids are matched as written: only the plain decimal form of a 64-bit integer names a row
+        ("007", "7.0", "1:2", "*" and 40-digit numbers name none), so such ids never reach the
+        warehouse or any Redis key.
+        """
+        if not _CANONICAL_INT.fullmatch(entity_id):
+            return None
+        number = int(entity_id)
+        return number if INT64_MIN <= number <= INT64_MAX else None
+
+
+# restrict(id_column) -> SQL condition on the entity ids (or None for every entity).
+EntityRestriction = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature: its catalog metadata and how it is computed from the warehouse.
+
+    Attributes:
+        query: `query(restrict)` returns a SQLAlchemy SELECT of `(entity id, *inputs)` with one
+            row per existing entity, restricted by `restrict(id_column)` when given. It is
+            set-based: the same statement serves the whole table (batch extraction) and any set
+            of ids (on-demand computation).
+        value: turns a row's inputs into the feature value (default: the single input). Kept in
+            Python where SQL dialects disagree (timestamp arithmetic on SQLite text).
+        version: bumped when the definition changes meaning (reported by discovery).
+    """
+
+    feature_type: str
+    name: str
+    description: str
+    entity: Entity
+    data_type: DataType
+    created_at: datetime
+    query: Callable[[EntityRestriction], Any]
+    value: Callable[..., Any] = field(default=lambda raw: raw)
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not _FEATURE_TYPE.fullmatch(self.feature_type):
+            raise ValueError(f"feature_type {self.feature_type!r} must be lowercase snake_case")
+
+    def encode(self, inputs: tuple) -> bytes:
+        """The JSON encoding (as stored in Redis and served) of the value for one query row."""
+        value = self.value(*inputs)
+        if value is not None:
+            value = _TO_JSONABLE[self.data_type](value)
+        return orjson.dumps(value)
+
+    def describe(self) -> dict[str, Any]:
+        """The discovery entry of this feature."""
+        return {
+            "feature_type": self.feature_type,
+            "name": self.name,
+            "description": self.description,
+            "entity_type": self.entity.entity_type,
+            "data_type": self.data_type.value,
+            "created_at": _encode_datetime(self.created_at),
+            "version": self.version,
+        }
+
+
+class Registry:
+    """The declared features, by feature type, in declaration order."""
+
+    def __init__(self, features: Iterable[Feature] = ()) -> None:
+        self._features: dict[str, Feature] = {}
+        for feature in features:
+            self.register(feature)
+
+    def register(self, feature: Feature) -> Feature:
+        if feature.feature_type in self._features:
+            raise ValueError(f"feature {feature.feature_type!r} is declared twice")
+        self._features[feature.feature_type] = feature
+        return feature
+
+    def get(self, feature_type: str) -> Feature | None:
+        return self._features.get(feature_type)
+
+    def feature_types(self) -> list[str]:
+        return list(self._features)
+
+    def entities(self) -> list[Entity]:
+        """Each entity kind that some feature describes, once."""
+        seen: dict[str, Entity] = {}
+        for feature in self:
+            seen.setdefault(feature.entity.table, feature.entity)
+        return list(seen.values())
+
+    def __iter__(self) -> Iterator[Feature]:
+        return iter(self._features.values())
+
+    def __len__(self) -> int:
+        return len(self._features)

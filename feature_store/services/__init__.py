@@ -1,0 +1,1 @@
+"""Use cases of the feature store, free of Flask: discovery, serving, extraction."""

@@ -1,0 +1,83 @@
+"""Serving feature values: cached in the online store, computed on demand on a miss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from feature_store.online_store import OnlineStore, now_micros
+from feature_store.registry import Entity, Registry
+from feature_store.warehouse import Warehouse
+
+NOT_FOUND = "not_found"
+UNKNOWN_FEATURE = "unknown_feature"
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The answer for one (feature_type, entity_id).
+
+    `value` is the value's JSON encoding (as stored); `error` is None on success, else one of
+    NOT_FOUND or UNKNOWN_FEATURE.
+    """
+
+    feature_type: str
+    entity_id: str
+    value: bytes | None = None
+    computed_at: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class FeatureServer:
+    """Looks up feature values for inference and training."""
+
+    def __init__(self, registry: Registry, store: OnlineStore, warehouse: Warehouse) -> None:
+        self.registry = registry
+        self.store = store
+        self.warehouse = warehouse
+
+    def lookup(self, requests: Sequence[tuple[str, str]]) -> list[Lookup]:
+        """The value of each (feature_type, entity_id), in request order.
+
+        Cached values come from one Redis round trip. The misses are computed from the warehouse
+        with one query per feature type for all of its missing ids, stored, and returned.
+
+        Raises:
+            StoreUnavailable: the online store failed.
+            WarehouseUnavailable: a miss had to be computed and the warehouse failed.
+        """
+        results: list[Lookup | None] = [None] * len(requests)
+        to_read: list[int] = []
+        for i, (feature_type, entity_id) in enumerate(requests):
+            if self.registry.get(feature_type) is None:
+                results[i] = Lookup(feature_type, entity_id, error=UNKNOWN_FEATURE)
+            elif Entity.parse_id(entity_id) is None:
+                # Not the decimal form of a 64-bit id: no row can have it, and no key is read.
+                results[i] = Lookup(feature_type, entity_id, error=NOT_FOUND)
+            else:
+                to_read.append(i)
+
+        cached = self.store.read([requests[i] for i in to_read]) if to_read else []
+        misses: dict[str, list[int]] = {}
+        for i, hit in zip(to_read, cached):
+            feature_type, entity_id = requests[i]
+            if hit is None:
+                misses.setdefault(feature_type, []).append(i)
+            else:
+                results[i] = Lookup(feature_type, entity_id, hit[0], hit[1])
+
+        for feature_type, positions in misses.items():
+            feature = self.registry.get(feature_type)
+            computed_at = now_micros()
+            values = self.warehouse.compute(feature, (int(requests[i][1]) for i in positions))
+            self.store.write(feature_type, ((str(eid), v) for eid, v in values.items()), computed_at)
+            for i in positions:
+                entity_id = requests[i][1]
+                value = values.get(int(entity_id))
+                results[i] = (Lookup(feature_type, entity_id, error=NOT_FOUND) if value is None
+                              else Lookup(feature_type, entity_id, value, computed_at))
+        return results  # type: ignore[return-value]

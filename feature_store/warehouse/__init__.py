@@ -1,0 +1,190 @@
+"""Read access to the warehouse: set-based feature queries, streamed or for a set of ids."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import sqlite3
+from array import array
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from feature_store.errors import WarehouseUnavailable
+from feature_store.registry import Entity, Feature
+
+log = logging.getLogger(__name__)
+
+# Largest id list bound into one IN (...): SQLite allows 32,766 host parameters.
+MAX_IDS_PER_QUERY = 30_000
+
+
+def _engine(url: str, *, statement_timeout_ms: int | None) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:":
+            raise ValueError("WAREHOUSE_URL must name a SQLite file; an in-memory database is empty")
+        path = Path(database)
+
+        # Read-only and never created: a mistyped path must fail, not serve an empty warehouse.
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=5
+            )
+
+        # One short-lived connection per use: each query sees the live file.
+        return create_engine("sqlite://", creator=connect, poolclass=NullPool)
+    if parsed.get_backend_name() == "postgresql":
+        options = "-c default_transaction_read_only=on"
+        if statement_timeout_ms:
+            options += f" -c statement_timeout={statement_timeout_ms}"
+        # libpq's minimum connect_timeout is 2 s; the request path's deadline is enforced by
+        # Warehouse.compute instead.
+        return create_engine(
+            url,
+            connect_args={"connect_timeout": 2, "options": options, "application_name": "feature-store"},
+            pool_pre_ping=True,
+            pool_size=4,
+            max_overflow=4,
+        )
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Warehouse:
+    """The warehouse behind `url`, read through SQLAlchemy. Connects lazily, on first use.
+
+    Two engines: one for the request path (short statement timeout, bounded by a deadline), one
+    for batch extraction (long streaming queries).
+    """
+
+    def __init__(self, url: str, *, request_timeout: float = 1.0) -> None:
+        self.url = url
+        self.request_timeout = request_timeout
+        self._request_engine: Engine | None = None
+        self._batch_engine: Engine | None = None
+        # Request-path queries run here so a stuck warehouse costs a request its deadline only.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="warehouse")
+
+    @property
+    def request_engine(self) -> Engine:
+        if self._request_engine is None:
+            timeout_ms = max(int(self.request_timeout * 1000) * 5, 1000)
+            self._request_engine = _engine(self.url, statement_timeout_ms=timeout_ms)
+        return self._request_engine
+
+    @property
+    def batch_engine(self) -> Engine:
+        if self._batch_engine is None:
+            self._batch_engine = _engine(self.url, statement_timeout_ms=None)
+        return self._batch_engine
+
+    @property
+    def dialect(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+    def compute(self, feature: Feature, entity_ids: Iterable[int]) -> dict[int, bytes]:
+        """The encoded value of `feature` for each of `entity_ids` that exists.
+
+        One query for the whole set (split only past MAX_IDS_PER_QUERY ids), run under the
+        request deadline.
+
+        Raises:
+            WarehouseUnavailable: the warehouse did not answer within the deadline, or failed.
+        """
+        ids = sorted(set(entity_ids))
+        if not ids:
+            return {}
+        future = self._executor.submit(self._compute, feature, ids)
+        try:
+            return future.result(timeout=self.request_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise WarehouseUnavailable("the warehouse did not answer in time") from None
+
+    def _compute(self, feature: Feature, ids: list[int]) -> dict[int, bytes]:
+        id_column = feature.entity.id_column()
+        values: dict[int, bytes] = {}
+        try:
+            with self.request_engine.connect() as conn:
+                for start in range(0, len(ids), MAX_IDS_PER_QUERY):
+                    chunk = ids[start:start + MAX_IDS_PER_QUERY]
+                    rows = conn.execute(feature.query(lambda col, chunk=chunk: col.in_(chunk)))
+                    for entity_id, *inputs in rows:
+                        values[entity_id] = feature.encode(inputs)
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        return values
+
+    def stream(self, feature: Feature, *, chunk_size: int, id_range: tuple[int, int] | None = None
+               ) -> Iterator[list[tuple[int, bytes]]]:
+        """Every entity's encoded value of `feature`, in chunks of `chunk_size` rows.
+
+        One set-based query over the whole table (or the id range [lo, hi)), streamed with a
+        server-side cursor where the dialect has one, so memory stays flat whatever the size.
+
+        Raises:
+            WarehouseUnavailable: the query could not run or broke off.
+        """
+        restrict = None
+        if id_range is not None:
+            lo, hi = id_range
+            restrict = lambda col: (col >= lo) & (col < hi)  # noqa: E731
+        encode = feature.encode
+        try:
+            with self.batch_engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
+                    feature.query(restrict)
+                )
+                for rows in result.partitions(chunk_size):
+                    yield [(row[0], encode(row[1:])) for row in rows]
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+
+    def entity_ids(self, entity: Entity, *, chunk_size: int = 50_000) -> array:
+        """The ids of every existing `entity`, sorted, as a compact array of 64-bit integers."""
+        id_column = entity.id_column()
+        ids = array("q")
+        try:
+            with self.batch_engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
+                    select(id_column).order_by(id_column)
+                )
+                for rows in result.partitions(chunk_size):
+                    ids.extend(row[0] for row in rows)
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        # The dialect's ORDER BY sorts integers numerically; keep the guarantee explicit.
+        if any(ids[i] > ids[i + 1] for i in range(len(ids) - 1)):
+            ids = array("q", sorted(ids))
+        return ids
+
+    def ping(self) -> None:
+        """Raises WarehouseUnavailable unless a trivial query answers."""
+        try:
+            with self.request_engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+
+    def dispose(self) -> None:
+        for engine in (self._request_engine, self._batch_engine):
+            if engine is not None:
+                engine.dispose()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _unavailable(exc: SQLAlchemyError) -> WarehouseUnavailable:
+    # The full error goes to the log; clients get a plain statement without SQL or hosts.
+    log.warning("warehouse error: %s", exc.__class__.__name__, exc_info=exc)
+    return WarehouseUnavailable("the warehouse is unreachable or failed to answer")
+
+
+def describe_url(url: str) -> str:
+    """`url` with any password hidden, for logs."""
+    return make_url(url).render_as_string(hide_password=True)
+

@@ -1,0 +1,1 @@
+"""RQ workers: the extraction job functions. Start a worker with the Procfile's `worker` line."""
