@@ -1,0 +1,206 @@
+"""Shared fixtures: a private redis-server, PostgreSQL databases of our own, scenario warehouses,
+apps in embedded (fakeredis) and real (Redis + RQ worker) modes.
+
+Service tests skip with a reason when a service is missing, except under
+FEATURE_STORE_REQUIRE_SERVICES=1 (CI), where a missing service fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from feature_store import create_app
+from tests import scenario
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+SHARED_DIR = PROJECT_DIR.parent / "shared"
+REQUIRE_SERVICES = os.environ.get("FEATURE_STORE_REQUIRE_SERVICES") == "1"
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def service_missing(reason: str):
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class RedisServer:
+    url: str
+    port: int
+    process: subprocess.Popen
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def start_redis_server(port: int | None = None) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        service_missing("redis-server is not installed (apt-get install -y redis-server)")
+    port = port or free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--protected-mode", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
+
+    def up():
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            return False
+
+    wait_for(up, what=f"redis-server on port {port}")
+    return RedisServer(url, port, process)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private redis-server on a free port, for the whole test session."""
+    server = start_redis_server()
+    yield server
+    server.process.terminate()
+    server.process.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The private Redis, emptied before the test."""
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A database of our own on the local PostgreSQL, dropped at the end of the session."""
+    try:
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means no PostgreSQL to test against
+        service_missing(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({exc.__class__.__name__})")
+    name = f"feature_store_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse_url(request, tmp_path) -> str:
+    """A scenario warehouse on each dialect."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server_url")
+    scenario.load_scenario(url)
+    return url
+
+
+@pytest.fixture
+def scenario_sqlite(sqlite_url) -> str:
+    scenario.load_scenario(sqlite_url)
+    return sqlite_url
+
+
+@pytest.fixture
+def embedded_app(scenario_sqlite):
+    """The app in embedded mode (fakeredis, inline jobs) over the SQLite scenario warehouse."""
+    app = create_app({"REDIS_URL": None, "WAREHOUSE_URL": scenario_sqlite, "EXTRACT_ON_START": False})
+    yield app
+    app.extensions["feature_store"].warehouse.dispose()
+
+
+@pytest.fixture
+def client(embedded_app):
+    return embedded_app.test_client()
+
+
+@pytest.fixture
+def fake_redis(embedded_app) -> redis.Redis:
+    """The embedded app's in-process Redis."""
+    return embedded_app.extensions["feature_store"].store.redis
+
+
+class Worker:
+    """A real `rq worker` process, started the way the Procfile starts one."""
+
+    def __init__(self, redis_url: str, warehouse_url: str, *extra: str, queue: str = "feature-extraction"):
+        env = {**os.environ, "WAREHOUSE_URL": warehouse_url, "REDIS_URL": redis_url, "PYTHONPATH": str(PROJECT_DIR)}
+        rq = str(Path(sys.executable).with_name("rq"))
+        self.process = subprocess.Popen(
+            [rq, "worker", "--url", redis_url, "--serializer", "json", "--path", str(PROJECT_DIR),
+             "--worker-ttl", "10", *extra, queue],
+            cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        self.client = redis.Redis.from_url(redis_url)
+        wait_for(lambda: self.process.poll() is not None or self.client.scard("rq:workers") > 0,
+                 what="the rq worker to register")
+        if self.process.poll() is not None:
+            raise AssertionError(f"rq worker exited: {self.process.stdout.read()}")
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(20)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def start_worker(redis_url):
+    """Start real rq worker processes: start_worker(warehouse_url, *extra_cli_args)."""
+    workers: list[Worker] = []
+
+    def start(warehouse_url: str, *extra: str) -> Worker:
+        worker = Worker(redis_url, warehouse_url, *extra)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
