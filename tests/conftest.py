@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -170,17 +171,20 @@ class Worker:
     def __init__(self, redis_url: str, warehouse_url: str, *extra: str, queue: str = "feature-extraction"):
         env = {**os.environ, "WAREHOUSE_URL": warehouse_url, "REDIS_URL": redis_url, "PYTHONPATH": str(PROJECT_DIR)}
         rq = str(Path(sys.executable).with_name("rq"))
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="rq-worker-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [rq, "worker", "--url", redis_url, "--serializer", "json", "--path", str(PROJECT_DIR),
              "--worker-ttl", "10", *extra, queue],
-            cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
+            cwd=PROJECT_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.client = redis.Redis.from_url(redis_url)
         wait_for(lambda: self.process.poll() is not None or self.client.scard("rq:workers") > 0,
                  what="the rq worker to register")
         if self.process.poll() is not None:
-            raise AssertionError(f"rq worker exited: {self.process.stdout.read()}")
+            raise AssertionError(f"rq worker exited: {self.output()}")
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text()
 
     def kill(self, sig=signal.SIGKILL) -> None:
         if self.process.poll() is None:
@@ -189,6 +193,10 @@ class Worker:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+        self.client.close()
+        if not self.log.closed:
+            self.log.close()
+            os.unlink(self.log.name)
 
 
 @pytest.fixture

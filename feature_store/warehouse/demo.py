@@ -10,7 +10,6 @@ fractions of a second. Any size: --users 1000000 makes about 6 million feature v
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import random
 import time
@@ -115,12 +114,9 @@ def load(engine: Engine, users: int, seed: int = 7, batch: int = 50_000) -> dict
             if not buffered:
                 return
             if dialect == "postgresql":
-                out = io.StringIO()
-                for row in buffered:
-                    out.write("\t".join(r"\N" if v is None else str(v) for v in row))
-                    out.write("\n")
-                out.seek(0)
-                cursor.copy_expert(f"COPY {table} FROM STDIN", out)
+                with cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                    for row in buffered:
+                        copy.write_row(row)
             elif dialect == "sqlite":
                 cursor.executemany(_insert_sql(table, len(buffered[0])),
                                    [tuple(_sqlite_text(v) for v in row) for row in buffered])

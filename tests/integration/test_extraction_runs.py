@@ -1,0 +1,121 @@
+"""Extraction runs on real Redis with real `rq worker` processes: waiting, joining, following a
+job, failures, and the store matching the warehouse afterwards."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from feature_store import create_app
+from feature_store.services.jobs import CURRENT_RUN_KEY
+from tests import scenario
+from tests.conftest import wait_for
+
+BASE = "/api/v1/features"
+EXPECTED = scenario.expected_values()
+TOTAL = sum(len(v) for v in EXPECTED.values())
+
+
+@pytest.fixture
+def make_app(redis_url):
+    apps = []
+
+    def make(warehouse_url, **settings):
+        app = create_app({"REDIS_URL": redis_url, "WAREHOUSE_URL": warehouse_url, **settings})
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["feature_store"].warehouse.dispose()
+
+
+def test_a_second_request_joins_the_run_in_progress(make_app, scenario_sqlite, start_worker):
+    client = make_app(scenario_sqlite)
+    first = client.post(f"{BASE}/extract?wait=false").get_json()  # no worker yet: stays queued
+    assert first["status"] == "queued" and first["joined"] is False
+    ids = []
+    threads = [threading.Thread(target=lambda: ids.append(client.post(f"{BASE}/extract?wait=false")
+                                                           .get_json()["job_id"])) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(ids) == {first["job_id"]}
+
+    start_worker(scenario_sqlite)
+    joined = client.post(f"{BASE}/extract")  # waits for the same run
+    assert joined.status_code == 200
+    assert joined.get_json()["job_id"] == first["job_id"] and joined.get_json()["joined"] is True
+    assert joined.get_json()["total_features"] == TOTAL
+    # Once it is over, the next request starts a new run.
+    again = client.post(f"{BASE}/extract").get_json()
+    assert again["job_id"] != first["job_id"] and again["joined"] is False
+
+
+def test_concurrent_first_requests_start_one_run(make_app, scenario_sqlite, redis_server):
+    client = make_app(scenario_sqlite)
+    ids = []
+    threads = [threading.Thread(target=lambda: ids.append(client.post(f"{BASE}/extract?wait=false")
+                                                           .get_json()["job_id"])) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == 1
+    assert redis_server.client().llen("rq:queue:feature-extraction") == 1
+
+
+def test_a_wait_that_reaches_its_bound_answers_202(make_app, scenario_sqlite):
+    client = make_app(scenario_sqlite, EXTRACT_WAIT_SECONDS=0.3)
+    response = client.post(f"{BASE}/extract")
+    assert response.status_code == 202
+    assert response.get_json()["status"] == "queued"
+    assert client.get(response.get_json()["status_url"]).get_json()["status"] == "queued"
+
+
+def test_a_followed_job_reports_started_then_finished_and_is_kept_a_day(make_app, scenario_sqlite, start_worker,
+                                                                         redis_server):
+    client = make_app(scenario_sqlite)
+    job_id = client.post(f"{BASE}/extract?wait=false").get_json()["job_id"]
+    start_worker(scenario_sqlite)
+    status = wait_for(lambda: (s := client.get(f"{BASE}/extract/{job_id}").get_json())["status"] == "finished"
+                      and s, what="the job to finish")
+    assert status["result"]["features_extracted"] == {ft: len(v) for ft, v in EXPECTED.items()}
+    assert status["started_at"] and status["ended_at"] >= status["started_at"]
+    assert redis_server.client().ttl(f"rq:job:{job_id}") > 86_400
+
+
+def test_a_failed_run_reports_its_error_and_keeps_the_previous_values(make_app, scenario_sqlite, start_worker,
+                                                                      redis_server, tmp_path):
+    client = make_app(scenario_sqlite)
+    worker = start_worker(scenario_sqlite)
+    assert client.post(f"{BASE}/extract").status_code == 200
+    redis = redis_server.client()
+    before = {k: redis.hgetall(k) for k in redis.keys("payment_type:*")}
+    worker.stop()
+    start_worker(f"sqlite:///{tmp_path / 'missing.db'}")  # a worker whose warehouse is gone
+    response = client.post(f"{BASE}/extract")
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["success"] is False and "warehouse" in body["error"] and body["job_id"]
+    status = client.get(f"{BASE}/extract/{body['job_id']}").get_json()
+    assert status["status"] == "failed" and "warehouse" in status["error"]
+    assert {k: redis.hgetall(k) for k in redis.keys("payment_type:*")} == before
+    assert not (tmp_path / "missing.db").exists()  # a missing SQLite file is not created empty
+    assert redis.get(CURRENT_RUN_KEY) is not None  # the slot is freed lazily, by the next request
+
+
+def test_extraction_removes_gone_entities_on_postgresql(make_app, start_worker, redis_server, warehouse_url):
+    client = make_app(warehouse_url)
+    start_worker(warehouse_url)
+    assert client.post(f"{BASE}/extract").status_code == 200
+    scenario.execute(warehouse_url, "DELETE FROM payment_transactions WHERE id = :id", id=scenario.HUGE)
+    body = client.post(f"{BASE}/extract").get_json()
+    assert body["features_extracted"]["payment_type"] == len(EXPECTED["payment_type"]) - 1
+    redis = redis_server.client()
+    assert not redis.exists(f"payment_type:{scenario.HUGE}")
+    assert redis.exists("payment_type:2000")
+    # The user's purchase time now comes from nothing: null, and still stored.
+    assert redis.hget(f"user_policy_time_of_purchase:{scenario.BIG}", "value") == b"null"
