@@ -71,7 +71,7 @@ class Config:
         return self.REDIS_URL is None
 
     @classmethod
-    def from_env(cls, **overrides) -> "Config":
+    def from_env(cls, **overrides) -> Config:
         """The environment's settings, with `overrides` (a test's, say) on top."""
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

@@ -22,7 +22,7 @@ _CANONICAL_INT = re.compile(r"(?:0|-?[1-9][0-9]{0,18})")
 _FEATURE_TYPE = re.compile(r"[a-z][a-z0-9_]*")
 
 
-class DataType(str, enum.Enum):
+class DataType(enum.StrEnum):
     """The data types a feature value can have, as discovery reports them."""
 
     DATETIME = "datetime"

@@ -13,7 +13,7 @@ from feature_store.api.errors import ApiError, json_response
 from feature_store.api.schemas import FeatureRequestSchema, TrainingRequestSchema, first_error
 from feature_store.online_store import format_computed_at
 from feature_store.services import discovery
-from feature_store.services.serving import NOT_FOUND, UNKNOWN_FEATURE, Lookup
+from feature_store.services.serving import UNKNOWN_FEATURE, Lookup
 
 bp = Blueprint("features", __name__, url_prefix="/api/v1/features")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 from rq import Queue, Retry
@@ -70,7 +70,7 @@ def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.isoformat()
 
 
@@ -139,7 +139,9 @@ class ExtractionRuns:
         status = job.get_status(refresh=False)
         if status == JobStatus.CREATED:
             created = job.created_at
-            return created is not None and (datetime.now(timezone.utc) - _aware(created)).total_seconds() < _CREATED_GRACE_SECONDS
+            if created is None:
+                return False
+            return (datetime.now(UTC) - _aware(created)).total_seconds() < _CREATED_GRACE_SECONDS
         return status in ACTIVE
 
     def status(self, job_id: str) -> RunStatus | None:
@@ -181,4 +183,4 @@ class ExtractionRuns:
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

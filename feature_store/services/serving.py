@@ -63,7 +63,7 @@ class FeatureServer:
 
         cached = self.store.read([requests[i] for i in to_read]) if to_read else []
         misses: dict[str, list[int]] = {}
-        for i, hit in zip(to_read, cached):
+        for i, hit in zip(to_read, cached, strict=True):
             feature_type, entity_id = requests[i]
             if hit is None:
                 misses.setdefault(feature_type, []).append(i)

@@ -107,7 +107,6 @@ class Warehouse:
             raise WarehouseUnavailable("the warehouse did not answer in time") from None
 
     def _compute(self, feature: Feature, ids: list[int]) -> dict[int, bytes]:
-        id_column = feature.entity.id_column()
         values: dict[int, bytes] = {}
         try:
             with self.request_engine.connect() as conn:

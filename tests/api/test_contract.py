@@ -193,7 +193,7 @@ def test_extract_waits_and_answers_with_the_seed_body(client, fake_redis):
     assert body["total_features"] == sum(len(v) for v in EXPECTED.values())
     assert body["job_id"].startswith("extract-")
     for feature_type, values in EXPECTED.items():
-        for entity_id, value in values.items():
+        for entity_id in values:
             stored = fake_redis.hgetall(f"{feature_type}:{entity_id}")
             assert set(stored) == {b"value", b"computed_at"}
 

@@ -44,7 +44,7 @@ def test_values_computed_on_demand_are_exact(real_app, redis_server):
     items = [{"feature_type": ft, "entity_id": eid} for ft, values in EXPECTED.items() for eid in values]
     body = client.post(f"{BASE}/training", json={"features": items}).get_json()
     assert body["total_successful"] == len(items)
-    for item, result in zip(items, body["results"]):
+    for item, result in zip(items, body["results"], strict=True):
         assert result["feature_value"] == EXPECTED[item["feature_type"]][item["entity_id"]], item
     for feature_type, entity_id in [("payment_type", "1"), ("user_policy_time_of_purchase", "5")]:
         response = client.post(f"{BASE}/inference", json={"feature_type": feature_type, "entity_id": entity_id})
