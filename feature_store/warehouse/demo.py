@@ -140,8 +140,12 @@ def load(engine: Engine, users: int, seed: int = 7, batch: int = 50_000) -> dict
     return counts
 
 
-def generate(url: str, users: int, seed: int = 7, replace: bool = False) -> dict[str, int]:
-    """Create (or with replace=True, recreate) the warehouse at `url` with generated data."""
+def generate(url: str, users: int, seed: int = 7, replace: bool = False, if_missing: bool = False
+             ) -> dict[str, int]:
+    """Create (or with replace=True, recreate) the warehouse at `url` with generated data.
+
+    With if_missing=True an existing warehouse is left as it is (and {} returned).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +153,8 @@ def generate(url: str, users: int, seed: int = 7, replace: bool = False) -> dict
     try:
         existing = set(inspect(engine).get_table_names())
         if existing & set(TABLES):
+            if if_missing and not replace:
+                return {}
             if not replace:
                 raise SystemExit(f"{parsed.render_as_string(hide_password=True)} already has warehouse tables; "
                                  "pass --replace to recreate them")
@@ -171,9 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=3000, help="number of users (default 3000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--replace", action="store_true", help="drop and recreate existing tables")
+    parser.add_argument("--if-missing", action="store_true", help="leave an existing warehouse as it is")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    counts = generate(args.url, args.users, args.seed, args.replace)
+    counts = generate(args.url, args.users, args.seed, args.replace, args.if_missing)
+    if not counts:
+        print(f"warehouse {make_url(args.url).render_as_string(hide_password=True)} exists; left as it is")
+        return
     print(f"warehouse {make_url(args.url).render_as_string(hide_password=True)}: "
           + ", ".join(f"{n} {t}" for t, n in counts.items()) + f" in {time.perf_counter() - started:.1f}s")
 

@@ -1,0 +1,7 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+EXPOSE 25000
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
