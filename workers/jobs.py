@@ -31,8 +31,8 @@ def extract_features(warehouse_url: str | None = None) -> dict:
     warehouse = Warehouse(warehouse_url or config.WAREHOUSE_URL)
     store = OnlineStore(job.connection)
 
-    def on_progress(counts: dict) -> None:
-        job.meta["progress"] = counts
+    def on_progress(update: dict) -> None:
+        job.meta["progress"] = update
         job.save_meta()
 
     try:

@@ -61,5 +61,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         # The traceback goes to the log with the request id; the client gets neither.
-        log.exception("unhandled error")
+        log.exception("unhandled error (request %s)", g.get("request_id"))
         return error_response(500, "internal error")
