@@ -14,3 +14,5 @@ graceful_timeout = 10
 keepalive = 5
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 errorlog = "-"
+# gunicorn's control socket has one default path per user: two servers on a host would collide.
+control_socket_disable = True

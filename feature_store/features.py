@@ -1,8 +1,9 @@
 """The feature declarations: the single source of truth for what each feature is and how it is
 computed. Discovery, batch extraction and on-demand computation all read these and nothing else.
 
-To add a feature: declare it here (one `REGISTRY.register(Feature(...))`) and add its test to
-tests/integration/test_feature_values.py. See the README, "Adding a feature".
+To add a feature: declare it here (one `REGISTRY.register(Feature(...))`), then give it rows and
+expected values in tests/scenario.py (the contract and integration tests cover every declared
+feature). See the README, "Adding a feature".
 """
 
 from __future__ import annotations

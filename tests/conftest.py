@@ -168,8 +168,10 @@ def fake_redis(embedded_app) -> redis.Redis:
 class Worker:
     """A real `rq worker` process, started the way the Procfile starts one."""
 
-    def __init__(self, redis_url: str, warehouse_url: str, *extra: str, queue: str = "feature-extraction"):
-        env = {**os.environ, "WAREHOUSE_URL": warehouse_url, "REDIS_URL": redis_url, "PYTHONPATH": str(PROJECT_DIR)}
+    def __init__(self, redis_url: str, warehouse_url: str, *extra: str, queue: str = "feature-extraction",
+                 env: dict | None = None):
+        env = {**os.environ, "WAREHOUSE_URL": warehouse_url, "REDIS_URL": redis_url, "PYTHONPATH": str(PROJECT_DIR),
+               **(env or {})}
         rq = str(Path(sys.executable).with_name("rq"))
         self.log = tempfile.NamedTemporaryFile("w+", prefix="rq-worker-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
@@ -178,7 +180,8 @@ class Worker:
             cwd=PROJECT_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.client = redis.Redis.from_url(redis_url)
-        wait_for(lambda: self.process.poll() is not None or self.client.scard("rq:workers") > 0,
+        registered = self.client.scard("rq:workers")
+        wait_for(lambda: self.process.poll() is not None or self.client.scard("rq:workers") > registered,
                  what="the rq worker to register")
         if self.process.poll() is not None:
             raise AssertionError(f"rq worker exited: {self.output()}")
@@ -204,8 +207,8 @@ def start_worker(redis_url):
     """Start real rq worker processes: start_worker(warehouse_url, *extra_cli_args)."""
     workers: list[Worker] = []
 
-    def start(warehouse_url: str, *extra: str) -> Worker:
-        worker = Worker(redis_url, warehouse_url, *extra)
+    def start(warehouse_url: str, *extra: str, env: dict | None = None) -> Worker:
+        worker = Worker(redis_url, warehouse_url, *extra, env=env)
         workers.append(worker)
         return worker
 

@@ -53,9 +53,12 @@ def register_error_handlers(app: Flask) -> None:
             413: "request body too large",
             415: "unsupported media type: send application/json",
         }
+        allowed = getattr(exc, "valid_methods", None) if exc.code == 405 else None
+        if allowed:
+            messages[405] = f"method not allowed here; allowed: {', '.join(sorted(allowed))}"
         response = error_response(exc.code or 500, messages.get(exc.code, exc.description or exc.name))
-        if exc.code == 405 and getattr(exc, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(Exception)

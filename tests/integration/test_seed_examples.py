@@ -37,7 +37,12 @@ def port_free(port: int) -> bool:
 
 
 @pytest.fixture
-def deployment(redis_url, tmp_path, start_worker):
+def examples() -> list[str]:
+    return seed_examples()
+
+
+@pytest.fixture
+def deployment(examples, redis_url, tmp_path, start_worker):
     if not port_free(PORT):
         pytest.fail(f"port {PORT} is taken: stop the running feature store (./run.sh) to run this test")
     warehouse = tmp_path / "demo.db"
@@ -51,8 +56,8 @@ def deployment(redis_url, tmp_path, start_worker):
 
     def up():
         try:
-            return requests.get(f"http://127.0.0.1:{PORT}/api/v1/features/discovery", timeout=1).ok
-        except requests.ConnectionError:
+            return requests.get(f"http://127.0.0.1:{PORT}/api/v1/features/discovery", timeout=5).ok
+        except requests.RequestException:  # refused, or accepted while workers still boot
             return False
 
     try:
@@ -74,8 +79,8 @@ def run_example(code: str, tmp_path: Path, epilogue: str = "") -> str:
     return done.stdout
 
 
-def test_the_seed_usage_examples_run_unchanged(deployment, tmp_path):
-    training, inference, extraction = seed_examples()
+def test_the_seed_usage_examples_run_unchanged(examples, deployment, tmp_path):
+    training, inference, extraction = examples
     rows = sqlite3.connect(deployment)
     users, quotes, payments = (rows.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                                for t in ("users", "quotes", "payment_transactions"))
