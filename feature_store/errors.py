@@ -13,5 +13,9 @@ class WarehouseUnavailable(FeatureStoreError):
     """The warehouse is unreachable, failing, or not answering in time."""
 
 
+class WarehouseDataError(FeatureStoreError):
+    """The warehouse answered with a row a feature cannot read (a malformed timestamp, say)."""
+
+
 class ExtractionFailed(FeatureStoreError):
     """An extraction run failed; the previous values stay served."""

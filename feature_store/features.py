@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, select
 
 from feature_store.registry import DataType, Entity, Feature, Registry
-from feature_store.warehouse.models import PaymentTransaction, Policy, Quote, User
+from feature_store.warehouse.models import PaymentTransaction, Policy, Quote, User, earliest
 
 USER = Entity("user_id", "users", lambda: User.id)
 QUOTE = Entity("quote_id", "quotes", lambda: Quote.id)
@@ -50,7 +50,7 @@ REGISTRY.register(Feature(
     data_type=DataType.DATETIME,
     created_at=CATALOG_DATE,
     query=lambda restrict: _restricted(
-        select(User.id, func.min(PaymentTransaction.created_at))
+        select(User.id, earliest(PaymentTransaction.created_at))
         .outerjoin(Policy, Policy.user_id == User.id)
         .outerjoin(PaymentTransaction, and_(
             PaymentTransaction.policy_id == Policy.id,

@@ -20,6 +20,7 @@ USERS = [
     (4, "pending-refunded@example.com", "2024-01-04 00:00:00"),
     (7, "seven@example.com", "2024-01-07 00:00:00"),
     (BIG, "big@example.com", "2024-01-08 00:00:00"),
+    (8, "mixed-formats@example.com", "2024-01-09T00:00:00"),
 ]
 QUOTES = [
     # id, user_id, premium_cents, created_at, bound_at
@@ -32,6 +33,9 @@ QUOTES = [
     (43, 4, 1000, "2024-03-01 08:00:00.250000", "2024-03-01 08:00:01"),   # 0.75 s -> 0
     (70, 7, 1000, "2024-03-01 00:00:00", "2024-04-15 12:34:56.999999"),   # days, truncated
     (2**62, BIG, 1000, "2024-03-01 00:00:00", "2024-03-01 00:01:40"),
+    # Timestamps as other writers leave them in SQLite: a T separator, a short fraction, a Z.
+    (80, 8, 1000, "2024-03-01T08:00:00.5", "2024-03-01 08:00:03Z"),  # 2.5 s -> 2
+    (81, 8, 1000, "2024-03-02 08:00:00", "2024-03-02T08:00:00.999"),  # 0.999 s -> 0
 ]
 POLICIES = [
     # id, user_id, quote_id, status, created_at
@@ -41,6 +45,7 @@ POLICIES = [
     (400, 4, 40, "active", "2024-02-01 10:00:00"),
     (700, 7, 70, "expired", "2024-04-15 12:34:56"),
     (BIG, BIG, 2**62, "active", "2024-03-01 00:01:40"),
+    (800, 8, 80, "active", "2024-03-01 08:00:03"),
 ]
 PAYMENTS = [
     # id, policy_id, amount_cents, payment_type, status, created_at
@@ -57,6 +62,10 @@ PAYMENTS = [
     (4001, 400, 500, "Debit", "refunded", "2024-02-03 00:00:00"),
     (7000, 700, 500, "Prepaid", "succeeded", "2024-04-16 00:00:00"),
     (HUGE, BIG, 500, "Debit", "succeeded", "2024-03-02 00:00:00.000001"),
+    # "T" sorts after " " as text: the earliest is the T-separated one, an hour before.
+    (8000, 800, 500, "Credit", "succeeded", "2024-05-01 09:00:00"),
+    (8001, 800, 500, "Debit", "succeeded", "2024-05-01T08:00:00"),
+    (8002, 800, 500, "Debit", "succeeded", "2024-05-01T08:30:00.1Z"),
 ]
 
 TABLE_ROWS = {"users": USERS, "quotes": QUOTES, "policies": POLICIES, "payment_transactions": PAYMENTS}
@@ -67,7 +76,7 @@ NON_IDS = ["abc", "1:2", "*", "user_policy_time_of_purchase:1", "1 OR 1=1", "007
 
 
 def _ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=None)
 
 
 def expected_values() -> dict[str, dict[str, object]]:

@@ -121,7 +121,7 @@ def extract():
     wait = _wait_requested()
     services = _services()
     job_id, joined = services.runs.start_or_join()
-    status_url = url_for("features.extraction_status", job_id=job_id)
+    status_url = url_for("features.extraction_status", job_id=job_id, _external=True)
     status = (services.runs.wait(job_id, services.config.EXTRACT_WAIT_SECONDS) if wait
               else services.runs.status(job_id))
     if status is None or not status.done or not wait:

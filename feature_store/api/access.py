@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 
+import orjson
 from flask import Flask, g, request
 
 from feature_store.api.errors import ApiError
@@ -73,6 +74,11 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def finish_request(response):
+        if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+            allowed = response.headers.get("Allow", "")
+            response.set_data(orjson.dumps({"success": True, "allowed_methods": [
+                m.strip() for m in allowed.split(",") if m.strip()]}))
+            response.mimetype = "application/json"
         request_id = g.get("request_id")
         if request_id:
             response.headers["X-Request-ID"] = request_id

@@ -8,7 +8,7 @@ import orjson
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
-from feature_store.errors import FeatureStoreError, StoreUnavailable, WarehouseUnavailable
+from feature_store.errors import FeatureStoreError, StoreUnavailable, WarehouseDataError, WarehouseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,22 @@ class ApiError(Exception):
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(body), status=status, headers=headers, mimetype="application/json")
+    try:
+        data = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # Echoed input that is not valid Unicode (a lone surrogate): answer with it replaced.
+        data = orjson.dumps(_scrub(body))
+    return Response(data, status=status, headers=headers, mimetype="application/json")
+
+
+def _scrub(value):
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
 
 
 def error_response(status: int, error: str, **extra) -> Response:
@@ -45,6 +60,10 @@ def register_error_handlers(app: Flask) -> None:
     def unavailable(exc: FeatureStoreError):
         log.warning("503: %s", exc)
         return error_response(503, str(exc))
+
+    @app.errorhandler(WarehouseDataError)
+    def bad_data(exc: WarehouseDataError):
+        return error_response(502, str(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

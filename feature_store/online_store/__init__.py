@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 
+import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -67,6 +68,18 @@ def connect(url: str, *, socket_timeout: float, connect_timeout: float, **kwargs
     )
 
 
+def _checked(value: bytes | None, computed_at: bytes | None) -> tuple[bytes, int] | None:
+    """A stored (value, computed_at), or None when absent or not in the layout (another writer's
+    hash, a half-written one): such a value is treated as not cached, so it is recomputed."""
+    if value is None:
+        return None
+    try:
+        orjson.loads(value)
+        return value, int(computed_at)
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
+
+
 class OnlineStore:
     """Reads and writes feature values in Redis (or an in-process fakeredis in embedded mode)."""
 
@@ -92,7 +105,7 @@ class OnlineStore:
                     replies = pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
-        return [(value, int(computed_at)) if value is not None else None for value, computed_at in replies]
+        return [_checked(value, computed_at) for value, computed_at in replies]
 
     def write(self, feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int) -> int:
         """Store each (entity id, value JSON) of one feature with `computed_at`; returns the count.

@@ -114,6 +114,7 @@ class ExtractionRuns:
                     continue
                 job = self.queue.create_job(
                     EXTRACT_FUNCTION,
+                    status=JobStatus.CREATED,  # not "queued" until it really is (see _is_active)
                     kwargs={"warehouse_url": self.warehouse_url} if self.warehouse_url else {},
                     job_id=f"{JOB_ID_PREFIX}{uuid.uuid4().hex}",
                     timeout=self.job_timeout,
@@ -123,13 +124,26 @@ class ExtractionRuns:
                     description="feature extraction: every feature, every entity",
                 )
                 job.save()
-                if self.redis.set(CURRENT_RUN_KEY, job.id, nx=True, ex=self.job_ttl):
-                    self.queue.enqueue_job(job)
-                    return job.id, False
+                try:
+                    claimed = self.redis.set(CURRENT_RUN_KEY, job.id, nx=True, ex=self.job_ttl)
+                    if claimed:
+                        self.queue.enqueue_job(job)
+                        return job.id, False
+                except redis.RedisError:
+                    # Never leave the slot pointing at a job no worker will see.
+                    self._forget(job)
+                    raise
                 job.delete()
         except redis.RedisError as exc:
             raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
         raise StoreUnavailable("could not claim the extraction slot; try again")
+
+    def _forget(self, job: Job) -> None:
+        try:
+            self._release(keys=[CURRENT_RUN_KEY], args=[job.id])
+            job.delete()
+        except redis.RedisError:
+            pass  # the slot then frees itself: a job still "created" after the grace period is ignored
 
     def _is_active(self, job_id: str) -> bool:
         try:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from feature_store.errors import WarehouseUnavailable
+from feature_store.errors import WarehouseDataError, WarehouseUnavailable
 from feature_store.registry import Entity, Feature
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ class Warehouse:
                         values[entity_id] = feature.encode(inputs)
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise _unreadable(feature, exc) from exc
         return values
 
     def stream(self, feature: Feature, *, chunk_size: int, id_range: tuple[int, int] | None = None
@@ -143,6 +145,8 @@ class Warehouse:
                     yield [(row[0], encode(row[1:])) for row in rows]
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise _unreadable(feature, exc) from exc
 
     def entity_ids(self, entity: Entity, *, chunk_size: int = 50_000) -> array:
         """The ids of every existing `entity`, sorted, as a compact array of 64-bit integers."""
@@ -181,6 +185,12 @@ def _unavailable(exc: SQLAlchemyError) -> WarehouseUnavailable:
     # The full error goes to the log; clients get a plain statement without SQL or hosts.
     log.warning("warehouse error: %s", exc.__class__.__name__, exc_info=exc)
     return WarehouseUnavailable("the warehouse is unreachable or failed to answer")
+
+
+def _unreadable(feature: Feature, exc: Exception) -> WarehouseDataError:
+    log.error("warehouse data for %s cannot be read: %s", feature.feature_type, exc)
+    return WarehouseDataError(f"the warehouse holds {feature.feature_type} data that cannot be read "
+                              "(a malformed row; see the service log)")
 
 
 def describe_url(url: str) -> str:

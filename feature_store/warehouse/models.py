@@ -2,10 +2,86 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator
+
+_TIMESTAMP_TEXT = re.compile(
+    r"\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|[+-]\d{2}(?::?\d{2})?)?\s*"
+)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A naive UTC datetime from timestamp text as SQLite files hold it.
+
+    Accepts a space or `T` separator, any number of fraction digits (truncated to microseconds),
+    unpadded fields, and a trailing `Z` or offset (converted to UTC).
+
+    Raises:
+        ValueError: the text is not a timestamp.
+    """
+    match = _TIMESTAMP_TEXT.fullmatch(text)
+    if not match:
+        raise ValueError(f"not a timestamp: {text[:40]!r}")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+                      int((fraction or "0")[:6].ljust(6, "0")))
+    if offset and offset != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        moment -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+    return moment
+
+
+class Timestamp(TypeDecorator):
+    """TIMESTAMP (UTC, no zone). SQLite keeps text, read here leniently (see parse_timestamp);
+    other dialects return datetimes, made naive UTC if they carry a zone."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        return dialect.type_descriptor(String() if dialect.name == "sqlite" else DateTime())
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return parse_timestamp(value)
+        if value.tzinfo is not None:
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+
+class earliest(FunctionElement):
+    """MIN() of a timestamp column, right on every dialect.
+
+    On SQLite the column is text and MIN compares characters, which is only right while every
+    row has one format; there the comparison runs over a normalized form (UTC, `YYYY-MM-DD
+    HH:MM:SS` plus the row's own fraction digits). Rows SQLite cannot read as a time are ignored.
+    """
+
+    type = Timestamp()
+    inherit_cache = True
+    name = "earliest"
+
+
+@compiles(earliest)
+def _earliest_default(element, compiler, **kw):
+    return f"MIN({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(earliest, "sqlite")
+def _earliest_sqlite(element, compiler, **kw):
+    column = compiler.process(element.clauses, **kw)
+    return (f"MIN(strftime('%Y-%m-%d %H:%M:%S', {column}) || CASE WHEN instr({column}, '.') > 0 "
+            f"THEN rtrim(substr({column}, instr({column}, '.')), 'Z') ELSE '' END)")
 
 
 class Base(DeclarativeBase):
@@ -17,7 +93,7 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     email: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class Quote(Base):
@@ -26,8 +102,8 @@ class Quote(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
     premium_cents: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    bound_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    bound_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 class Policy(Base):
@@ -37,7 +113,7 @@ class Policy(Base):
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
     quote_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("quotes.id"))
     status: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class PaymentTransaction(Base):
@@ -48,4 +124,4 @@ class PaymentTransaction(Base):
     amount_cents: Mapped[int] = mapped_column(Integer)
     payment_type: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -202,7 +202,7 @@ def test_extract_without_waiting_is_202_and_the_job_can_be_followed(client):
     response = client.post(f"{BASE}/extract?wait=false")
     assert response.status_code == 202
     body = response.get_json()
-    assert body["status_url"] == f"{BASE}/extract/{body['job_id']}"
+    assert body["status_url"] == f"http://localhost{BASE}/extract/{body['job_id']}"
     assert response.headers["Location"].endswith(body["status_url"])
     status = client.get(body["status_url"])
     assert status.status_code == 200
@@ -289,3 +289,44 @@ def test_the_openapi_document_describes_every_endpoint(client):
     assert {f"{BASE}/discovery", f"{BASE}/inference", f"{BASE}/training", f"{BASE}/extract",
             f"{BASE}/extract/{{job_id}}"} <= set(document["paths"])
     assert "FeatureRequest" in document["components"]["schemas"]
+
+
+# --- robustness: what other writers leave in the warehouse and in Redis --------------------------
+
+def test_a_warehouse_row_the_feature_cannot_read_is_a_clear_502_and_extraction_writes_nothing(
+        client, fake_redis, scenario_sqlite):
+    scenario.execute(scenario_sqlite, "INSERT INTO quotes VALUES (93, 4, 1, '2024-03-01 08:00:00', 'soon')")
+    response = infer(client, "quote_creation_to_binding_time", "93")
+    assert response.status_code == 502
+    assert "quote_creation_to_binding_time" in response.get_json()["error"]
+    assert infer(client, "quote_creation_to_binding_time", "42").get_json()["feature_value"] == 1  # others fine
+    fake_redis.flushall()
+    response = client.post(f"{BASE}/extract")
+    assert response.status_code == 500 and "cannot be read" in response.get_json()["error"]
+    assert [k for k in fake_redis.keys("*") if not k.startswith((b"rq:", b"feature-store:"))] == []
+
+
+@pytest.mark.parametrize("stored", [
+    {"value": b"Credit", "computed_at": b"1"},                         # value not JSON
+    {"value": b'"Debit"', "computed_at": b"2025-01-20T12:00:00"},      # computed_at not ours
+    {"value": b'"Debit"'},                                             # half a hash
+])
+def test_a_hash_not_in_the_layout_is_recomputed_not_served(client, fake_redis, stored):
+    fake_redis.hset("payment_type:2000", mapping=stored)
+    response = infer(client, "payment_type", "2000")
+    assert response.status_code == 200 and response.get_json()["feature_value"] == "Credit"
+    assert int(fake_redis.hget("payment_type:2000", "computed_at")) > 1
+
+
+def test_input_that_is_not_unicode_is_answered_with_json(client):
+    for body in [b'{"feature_type": "\\ud800", "entity_id": "1"}',
+                 b'{"feature_type": "payment_type", "entity_id": "\\udfff"}',
+                 b'{"features": [{"feature_type": "\\ud800", "entity_id": "\\ud800"}]}']:
+        path = "training" if b"features" in body else "inference"
+        response = client.post(f"{BASE}/{path}", data=body, content_type="application/json")
+        assert response.status_code in (200, 404) and response.is_json
+
+
+def test_options_answers_json(client):
+    response = client.options(f"{BASE}/inference")
+    assert response.is_json and "POST" in response.get_json()["allowed_methods"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import redis
 
 from feature_store import create_app
 from feature_store.services.jobs import CURRENT_RUN_KEY
@@ -119,3 +120,20 @@ def test_extraction_removes_gone_entities_on_postgresql(make_app, start_worker, 
     assert redis.exists("payment_type:2000")
     # The user's purchase time now comes from nothing: null, and still stored.
     assert redis.hget(f"user_policy_time_of_purchase:{scenario.BIG}", "value") == b"null"
+
+
+def test_a_run_that_could_not_be_enqueued_does_not_block_the_next(make_app, scenario_sqlite, start_worker,
+                                                                  monkeypatch):
+    client = make_app(scenario_sqlite)
+    runs = client.application.extensions["feature_store"].runs
+    real_enqueue = runs.queue.enqueue_job
+
+    def flaky(job, *args, **kwargs):
+        raise redis.TimeoutError("Redis did not answer")
+
+    monkeypatch.setattr(runs.queue, "enqueue_job", flaky)
+    assert client.post(f"{BASE}/extract").status_code == 503
+    monkeypatch.setattr(runs.queue, "enqueue_job", real_enqueue)
+    start_worker(scenario_sqlite)
+    response = client.post(f"{BASE}/extract")
+    assert response.status_code == 200 and response.get_json()["joined"] is False
