@@ -1,0 +1,1 @@
+"""Long fault-injection and soak runs (see RELIABILITY.md). Quick ones live in tests/."""
