@@ -47,6 +47,45 @@ def _load(schema, body):
         raise ApiError(400, first_error(exc.messages)) from None
 
 
+def _item(body) -> tuple[str, str]:
+    """(feature_type, entity_id) of one request item.
+
+    The common well-formed item is recognised directly (inference's hot path); anything else goes
+    through the schema, which accepts exactly the same items and words the error for the rest.
+    """
+    if type(body) is dict:
+        feature_type = body.get("feature_type")
+        entity_id = body.get("entity_id")
+        if type(feature_type) is str:
+            if type(entity_id) is str:
+                return feature_type, entity_id
+            if type(entity_id) is int:
+                return feature_type, str(entity_id)
+    item = _load(_feature_request, body)
+    return item["feature_type"], item["entity_id"]
+
+
+def _items(body) -> list[tuple[str, str]]:
+    """The (feature_type, entity_id) of each item of a training request (see _item)."""
+    if type(body) is dict and type(body.get("features")) is list:
+        items = []
+        for item in body["features"]:
+            if type(item) is dict:
+                feature_type = item.get("feature_type")
+                entity_id = item.get("entity_id")
+                if type(feature_type) is str:
+                    if type(entity_id) is str:
+                        items.append((feature_type, entity_id))
+                        continue
+                    if type(entity_id) is int:
+                        items.append((feature_type, str(entity_id)))
+                        continue
+            break
+        else:
+            return items
+    return [(i["feature_type"], i["entity_id"]) for i in _load(_training_request, body)["features"]]
+
+
 def _answer(lookup: Lookup) -> dict:
     if lookup.error is None:
         return {
@@ -81,8 +120,7 @@ def discover():
 @bp.post("/inference")
 def inference():
     """Get one feature value for real-time inference (computed on demand when not cached)."""
-    item = _load(_feature_request, _json_body())
-    lookup = _services().server.lookup([(item["feature_type"], item["entity_id"])])[0]
+    lookup = _services().server.lookup([_item(_json_body())])[0]
     if lookup.error is None:
         return json_response(_answer(lookup))
     body = _answer(lookup)
@@ -99,8 +137,7 @@ def training():
         limit = _services().config.TRAINING_MAX_ITEMS
         if len(body["features"]) > limit:
             raise ApiError(413, f"too many features: {len(body['features'])} requested, at most {limit} per request")
-    items = _load(_training_request, body)["features"]
-    lookups = _services().server.lookup([(i["feature_type"], i["entity_id"]) for i in items])
+    lookups = _services().server.lookup(_items(body))
     results = [_answer(lookup) for lookup in lookups]
     successful = sum(1 for lookup in lookups if lookup.error is None)
     return json_response({"results": results, "total_requested": len(results), "total_successful": successful})

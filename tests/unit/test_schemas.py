@@ -35,3 +35,50 @@ def test_training_errors_name_the_item():
     with pytest.raises(ValidationError) as info:
         TrainingRequestSchema().load({})
     assert first_error(info.value.messages) == "features: is required"
+
+
+def test_the_views_fast_path_accepts_exactly_what_the_schemas_accept():
+    """The inference/training views recognise well-formed items without the schema; property:
+    for any body, they give the schema's answer (same items, or the same 400)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from feature_store.api import ApiError, _item, _items
+
+    values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                     max_size=3), max_leaves=6)
+    items = st.one_of(values, st.fixed_dictionaries({"feature_type": values | st.text(max_size=5),
+                                                     "entity_id": values}, optional={"x": values}))
+
+    def via_schema(schema, body):
+        if not isinstance(body, dict):
+            return "400"
+        try:
+            return schema.load(body)
+        except ValidationError as exc:
+            return "400:" + first_error(exc.messages)
+
+    def via_view(function, body):
+        try:
+            return function(body)
+        except ApiError as exc:
+            return "400:" + exc.error if exc.error != "the request body must be a JSON object" else "400"
+
+    @settings(max_examples=500, deadline=None)
+    @given(body=items)
+    def one(body):
+        expected = via_schema(FeatureRequestSchema(), body)
+        got = via_view(_item, body)
+        assert got == (expected if isinstance(expected, str) else (expected["feature_type"], expected["entity_id"]))
+
+    @settings(max_examples=500, deadline=None)
+    @given(body=st.one_of(values, st.fixed_dictionaries({"features": st.lists(items, max_size=4) | values})))
+    def many(body):
+        expected = via_schema(TrainingRequestSchema(), body)
+        got = via_view(_items, body)
+        assert got == (expected if isinstance(expected, str)
+                       else [(i["feature_type"], i["entity_id"]) for i in expected["features"]])
+
+    one()
+    many()

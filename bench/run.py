@@ -1,0 +1,336 @@
+"""The benchmark suite (BENCHMARKS.md). Every figure is measured beside its floor in the same run.
+
+    python -m bench.run [--full] [--only inference,training,extraction,memory,cold]
+
+Quick (default, a few minutes): 20,000-user warehouse for serving, 100,000 users for extraction.
+--full: 1,000,000 users for extraction (about 6 million values), longer wrk runs.
+Load generator: wrk (apt-get install -y wrk), sharing this machine's 2 cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import redis
+import requests
+
+from bench.harness import Deployment, rss_mb
+from feature_store.features import REGISTRY
+from feature_store.online_store import OnlineStore, now_micros
+from feature_store.warehouse import Warehouse, demo
+
+API = "/api/v1/features"
+RESULTS = Path(__file__).with_name("results")
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+WRK_SCRIPT = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, bodies[i])
+end
+"""
+
+
+def lua_string(text: str) -> str:
+    return "[==[" + text + "]==]"
+
+
+def wrk(url: str, path: str, bodies: list[str], connections: int, seconds: int) -> dict:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(WRK_SCRIPT % (", ".join(lua_string(b) for b in bodies), path))
+    threads = min(2, connections)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          url], capture_output=True, text=True, check=True).stdout
+    script.unlink()
+
+    def latency(label):
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50_ms": round(latency("50"), 2), "p99_ms": round(latency("99"), 2),
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else None}
+
+
+def sample_keys(warehouse_url: str, count: int, seed: int = 1) -> list[tuple[str, str]]:
+    warehouse = Warehouse(warehouse_url)
+    try:
+        keys = [(f.feature_type, str(eid)) for f in REGISTRY
+                for chunk in warehouse.stream(f, chunk_size=50_000) for eid, _ in chunk]
+    finally:
+        warehouse.dispose()
+    return random.Random(seed).sample(keys, count)
+
+
+def extract(base: str, timeout: float = 3600) -> dict:
+    job = requests.post(f"{base}{API}/extract?wait=false", timeout=30).json()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = requests.get(job["status_url"], timeout=30).json()
+        if status["status"] in ("finished", "failed"):
+            return status
+        time.sleep(0.2)
+    raise RuntimeError("extraction did not finish")
+
+
+# --- 1. inference --------------------------------------------------------------------------------
+def bench_inference(args, report) -> None:
+    with Deployment() as deployment:
+        deployment.start_redis()
+        deployment.make_sqlite_warehouse(20_000)
+        base = deployment.start_web()
+        deployment.start_worker()
+        assert extract(base)["status"] == "finished"
+        deployment.stop_web()
+        keys = sample_keys(deployment.warehouse_url, 1000)
+        bodies = [json.dumps({"feature_type": ft, "entity_id": eid}) for ft, eid in keys]
+        results = {}
+        for name, app in [("floor_a_constant", "bench.floors:constant"), ("floor_b_hgetall", "bench.floors:hgetall"),
+                          ("feature_store", "wsgi:app")]:
+            base = deployment.start_web(app)
+            wrk(base, API + "/inference", bodies, 16, 3)  # warm-up
+            for connections in (16, 64):
+                results[f"{name}@{connections}"] = wrk(base, API + "/inference", bodies, connections, args.seconds)
+            deployment.stop_web()
+        for connections in (16, 64):
+            ours = results[f"feature_store@{connections}"]
+            a, b = results[f"floor_a_constant@{connections}"], results[f"floor_b_hgetall@{connections}"]
+            results[f"ratios@{connections}"] = {"vs_floor_a_rps": round(ours["rps"] / a["rps"], 2),
+                                                "vs_floor_b_rps": round(ours["rps"] / b["rps"], 2),
+                                                "p99_vs_floor_b": round(ours["p99_ms"] / b["p99_ms"], 2)}
+        report["inference"] = results
+
+
+# --- 2. training ---------------------------------------------------------------------------------
+def pipelined_hgetall_floor(redis_url: str, keys: list[tuple[str, str]], seconds: float = 3.0) -> float:
+    client = redis.Redis.from_url(redis_url)
+    names = [f"{ft}:{eid}" for ft, eid in keys]
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(name)
+            replies = pipe.execute()
+        decoded = [{k.decode(): v.decode() for k, v in reply.items()} for reply in replies]
+        done += len(decoded)
+    client.close()
+    return done / (time.perf_counter() - started)
+
+
+def bench_training(args, report) -> None:
+    with Deployment() as deployment:
+        deployment.start_redis()
+        deployment.make_sqlite_warehouse(20_000)
+        base = deployment.start_web()
+        deployment.start_worker()
+        assert extract(base)["status"] == "finished"
+        results = {}
+        for items in (1000, 10_000):
+            keys = sample_keys(deployment.warehouse_url, items, seed=items)
+            body = json.dumps({"features": [{"feature_type": ft, "entity_id": eid} for ft, eid in keys]})
+            floor = pipelined_hgetall_floor(deployment.redis_url, keys)
+            results[f"floor_pipelined_hgetall@{items}"] = {"features_per_s": round(floor)}
+            for connections in (1, 16):
+                run = wrk(base, API + "/training", [body], connections, args.seconds)
+                fps = run["rps"] * items
+                results[f"feature_store@{items}x{connections}"] = {**run, "features_per_s": round(fps),
+                                                                    "vs_floor": round(fps / floor, 2)}
+        report["training"] = results
+
+
+# --- 3. extraction -------------------------------------------------------------------------------
+def hset_floor(redis_url: str, values: int, chunk: int = 10_000) -> float:
+    """Values/s of pipelined HSETs of `values` precomputed values from one Python process."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    computed_at = now_micros()
+    rows = [(f"user_failed_transaction_count:{i}", b"3") for i in range(values)]
+    started = time.perf_counter()
+    for start in range(0, values, chunk):
+        with client.pipeline(transaction=False) as pipe:
+            for key, value in rows[start:start + chunk]:
+                pipe.execute_command("HSET", key, "value", value, "computed_at", computed_at)
+            pipe.execute()
+    elapsed = time.perf_counter() - started
+    client.flushall()
+    client.close()
+    return values / elapsed
+
+
+def make_pg_warehouse(users: int) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"feature_store_bench_{users}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    demo.generate(url, users=users, seed=7, if_missing=True)
+    return url
+
+
+def bench_extraction(args, report) -> None:
+    users = 1_000_000 if args.full else 100_000
+    results = {}
+    with Deployment() as deployment:
+        deployment.start_redis()
+        started = time.perf_counter()
+        sqlite_url = deployment.make_sqlite_warehouse(users, path=RESULTS.parent.parent / "var" / f"bench-{users}.db")
+        results["generate_sqlite_s"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        pg_url = make_pg_warehouse(users)
+        results["generate_postgresql_s"] = round(time.perf_counter() - started, 1)
+        for dialect, url in [("sqlite", sqlite_url), ("postgresql", pg_url)]:
+            redis.Redis.from_url(deployment.redis_url).flushall()
+            deployment.warehouse_url = url
+            base = deployment.start_web(EXTRACT_WAIT_SECONDS=1)
+            worker = deployment.start_worker()
+            peak = [0.0]
+            stop = threading.Event()
+
+            def sample(worker=worker, peak=peak, stop=stop):
+                while not stop.wait(0.2):
+                    peak[0] = max(peak[0], rss_mb(worker.pid))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            started = time.perf_counter()
+            status = extract(base)
+            elapsed = time.perf_counter() - started
+            stop.set()
+            sampler.join()
+            assert status["status"] == "finished", status
+            values = status["result"]["total_features"]
+            floor = hset_floor(deployment.redis_url, values)
+            results[dialect] = {"users": users, "values": values, "seconds": round(elapsed, 1),
+                                "values_per_s": round(values / elapsed), "floor_hset_values_per_s": round(floor),
+                                "vs_floor": round(values / elapsed / floor, 2),
+                                "worker_peak_rss_mb": round(peak[0], 1), "stages_s": status["result"]["stages"]}
+            deployment.stop_web()
+            deployment.workers[-1].terminate()
+            deployment.workers[-1].wait(30)
+    report["extraction"] = results
+
+
+# --- 5. memory per value -------------------------------------------------------------------------
+def bench_memory(args, report) -> None:
+    results = {}
+    with Deployment() as deployment:
+        deployment.start_redis()
+        url = deployment.make_sqlite_warehouse(20_000)
+        client = redis.Redis.from_url(deployment.redis_url)
+        store = OnlineStore(client)
+        warehouse = Warehouse(url)
+        computed_at = now_micros()
+        total_ours = total_floor = total_keys = 0
+        for feature in REGISTRY:
+            chunks = list(warehouse.stream(feature, chunk_size=10_000))
+            count = sum(len(c) for c in chunks)
+            client.flushall()
+            before = client.info("memory")["used_memory"]
+            for chunk in chunks:
+                store.write(feature.feature_type, chunk, computed_at)
+            ours = client.info("memory")["used_memory"] - before
+            encoding = client.object("encoding", f"{feature.feature_type}:{chunks[0][0][0]}")
+            client.flushall()
+            before = client.info("memory")["used_memory"]
+            with client.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    for entity_id, _ in chunk:
+                        pipe.hset(f"{feature.feature_type}:{entity_id}", "v", "x")
+                pipe.execute()
+            floor = client.info("memory")["used_memory"] - before
+            results[feature.feature_type] = {"keys": count, "bytes_per_value": round(ours / count, 1),
+                                             "floor_bytes_per_key": round(floor / count, 1),
+                                             "ratio": round(ours / floor, 2), "encoding": encoding.decode()}
+            total_ours, total_floor, total_keys = total_ours + ours, total_floor + floor, total_keys + count
+        warehouse.dispose()
+        client.flushall()
+        results["all"] = {"keys": total_keys, "bytes_per_value": round(total_ours / total_keys, 1),
+                          "floor_bytes_per_key": round(total_floor / total_keys, 1),
+                          "ratio": round(total_ours / total_floor, 2)}
+    report["memory"] = results
+
+
+# --- 6. cold path --------------------------------------------------------------------------------
+def bench_cold(args, report) -> None:
+    results = {}
+    with Deployment() as deployment:
+        deployment.start_redis()
+        sqlite_url = deployment.make_sqlite_warehouse(20_000)
+        pg_url = make_pg_warehouse(20_000)
+        client = redis.Redis.from_url(deployment.redis_url)
+        for dialect, url in [("sqlite", sqlite_url), ("postgresql", pg_url)]:
+            deployment.warehouse_url = url
+            base = deployment.start_web()
+            keys = sample_keys(url, 3000, seed=5)
+            session = requests.Session()
+            client.flushall()
+            latencies = []
+            for ft, eid in keys[:500]:
+                started = time.perf_counter()
+                response = session.post(f"{base}{API}/inference", json={"feature_type": ft, "entity_id": eid})
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200
+            latencies.sort()
+            training = []
+            for round_ in range(2):
+                client.flushall()
+                batch = keys[1000 + round_ * 1000:2000 + round_ * 1000]
+                started = time.perf_counter()
+                response = session.post(f"{base}{API}/training", json={
+                    "features": [{"feature_type": ft, "entity_id": eid} for ft, eid in batch]})
+                training.append((time.perf_counter() - started) * 1000)
+                assert response.json()["total_successful"] == 1000
+            results[dialect] = {"inference_miss_p50_ms": round(latencies[len(latencies) // 2], 2),
+                                "inference_miss_p99_ms": round(latencies[int(len(latencies) * 0.99)], 2),
+                                "training_1000_missing_ms": round(min(training), 1)}
+            deployment.stop_web()
+    report["cold"] = results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="1M-user extraction, longer load runs")
+    parser.add_argument("--only", default="inference,training,extraction,memory,cold")
+    parser.add_argument("--seconds", type=int, default=None, help="duration of each wrk run")
+    args = parser.parse_args()
+    args.seconds = args.seconds or (20 if args.full else 8)
+    RESULTS.mkdir(exist_ok=True)
+    report = {"machine": {"cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+                          "python": platform.python_version(), "full": args.full, "wrk_seconds": args.seconds}}
+    benches = {"inference": bench_inference, "training": bench_training, "extraction": bench_extraction,
+               "memory": bench_memory, "cold": bench_cold}
+    for name in args.only.split(","):
+        started = time.perf_counter()
+        benches[name](args, report)
+        print(f"{name}: done in {time.perf_counter() - started:.0f}s", flush=True)
+        print(json.dumps(report[name], indent=1), flush=True)
+    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
