@@ -45,6 +45,9 @@ class Config:
     # Online-store timeouts on the request path: a Redis that is down or stuck answers 503 fast.
     REDIS_SOCKET_TIMEOUT: float = field(default_factory=lambda: _env_float("REDIS_SOCKET_TIMEOUT", 0.5))
     REDIS_CONNECT_TIMEOUT: float = field(default_factory=lambda: _env_float("REDIS_CONNECT_TIMEOUT", 0.5))
+    # Keep values read from Redis in the web process until Redis invalidates them (CLIENT TRACKING).
+    REDIS_LOCAL_CACHE: bool = field(default_factory=lambda: _env_str("REDIS_LOCAL_CACHE", "1") == "1")
+    REDIS_LOCAL_CACHE_SIZE: int = field(default_factory=lambda: _env_int("REDIS_LOCAL_CACHE_SIZE", 100_000))
     # Deadline of an on-demand warehouse computation on the request path (seconds).
     WAREHOUSE_TIMEOUT: float = field(default_factory=lambda: _env_float("WAREHOUSE_TIMEOUT", 1.0))
     # RQ queue of the extraction jobs; workers must listen on the same name.

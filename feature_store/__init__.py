@@ -11,6 +11,7 @@ from flask import Flask
 from config import DEMO_WAREHOUSE_PATH, DEMO_WAREHOUSE_URL, Config
 from feature_store.features import REGISTRY
 from feature_store.online_store import OnlineStore, connect
+from feature_store.online_store.local_cache import LocalCache
 from feature_store.registry import Registry
 from feature_store.services.jobs import ExtractionRuns
 from feature_store.services.serving import FeatureServer
@@ -71,7 +72,11 @@ def create_app(test_config: dict | None = None) -> Flask:
                          connect_timeout=config.REDIS_CONNECT_TIMEOUT)
 
     warehouse = Warehouse(config.WAREHOUSE_URL, request_timeout=config.WAREHOUSE_TIMEOUT)
-    store = OnlineStore(client)
+    cache = None
+    if not config.embedded and config.REDIS_LOCAL_CACHE:
+        cache = LocalCache(client, max_entries=config.REDIS_LOCAL_CACHE_SIZE,
+                           ping_timeout=config.REDIS_SOCKET_TIMEOUT)
+    store = OnlineStore(client, cache)
     runs = ExtractionRuns(client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,
                           job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
                           warehouse_url=config.WAREHOUSE_URL)

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feature_store.errors import StoreUnavailable
+from feature_store.online_store.local_cache import LocalCache
 
 EPOCH = datetime(1970, 1, 1)
 FIELDS = ("value", "computed_at")
@@ -83,8 +84,9 @@ def _checked(value: bytes | None, computed_at: bytes | None) -> tuple[bytes, int
 class OnlineStore:
     """Reads and writes feature values in Redis (or an in-process fakeredis in embedded mode)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, local_cache: LocalCache | None = None) -> None:
         self.redis = client
+        self.local_cache = local_cache
         self._delete_if_older = client.register_script(_DELETE_IF_OLDER)
 
     def read(self, keys: Sequence[tuple[str, str]]) -> list[tuple[bytes, int] | None]:
@@ -96,7 +98,9 @@ class OnlineStore:
             StoreUnavailable: Redis is unreachable or did not answer in time.
         """
         try:
-            if len(keys) == 1:
+            if self.local_cache is not None:
+                replies = self.local_cache.read([f"{ft}:{eid}".encode("utf-8", "surrogatepass") for ft, eid in keys])
+            elif len(keys) == 1:
                 replies = [self.redis.hmget(key(*keys[0]), FIELDS)]
             else:
                 with self.redis.pipeline(transaction=False) as pipe:

@@ -1,0 +1,204 @@
+"""Server-assisted client-side caching of feature values, for the inference hot path.
+
+Redis (6+) tracks which keys this process read (CLIENT TRACKING ... REDIRECT) and tells a
+listener connection when any of them changes (`__redis__:invalidate`); the listener drops the
+local copy. So a value served from this cache is the value Redis holds, give or take the
+invalidation's flight time (milliseconds), and never one that extraction already replaced.
+
+Safety rules, each for a reason:
+- A read registers a pending token for its key before asking Redis; its reply is cached only if
+  no invalidation for that key arrived in between (the reply and the invalidation travel on
+  different connections, in either order), and no other read of the key overlapped it (two reads
+  in flight may be answered in either order: caching the older answer would let a reader that
+  already saw the newer value see the older one again).
+- A data connection is used for cached reads only after it enabled tracking towards the current
+  listener (checked per connection and per listener generation: a reconnect on either side
+  makes tracking stale).
+- The listener pings Redis; when Redis goes away, stops answering, or the listener reconnects,
+  the whole cache is dropped and reads go to Redis (which then fails fast: 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+log = logging.getLogger(__name__)
+
+CHANNEL = b"__redis__:invalidate"
+
+
+class LocalCache:
+    """Values of keys read from Redis, kept until Redis invalidates them.
+
+    Args:
+        client: the store's Redis client (its pool provides the data connections).
+        max_entries: size bound; past it the oldest entries are dropped.
+        ping_interval, ping_timeout: how often the listener checks Redis, and how long it waits.
+    """
+
+    def __init__(self, client: redis.Redis, *, max_entries: int = 100_000, ping_interval: float = 0.2,
+                 ping_timeout: float = 0.5) -> None:
+        self.client = client
+        self.max_entries = max_entries
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self._entries: dict[bytes, tuple[bytes, int]] = {}
+        # key -> [token of the one read in flight, or None once spoiled; reads in flight]
+        self._pending: dict[bytes, list] = {}
+        self._lock = threading.Lock()
+        self._redirect_id: int | None = None  # the listener's client id while it is healthy
+        self._generation = 0
+        self._started = False
+        self._stopped = threading.Event()
+        self._start_lock = threading.Lock()
+        self.hits = self.misses = self.invalidations = 0
+
+    # --- reads -----------------------------------------------------------------------------------
+    def read(self, keys: list[bytes]) -> list[tuple[bytes, bytes] | tuple[None, None] | list]:
+        """HMGET value computed_at of each key: from the cache where valid, else one pipelined
+        round trip on a tracking connection. Raises redis errors as the client would."""
+        self._ensure_started()
+        generation, redirect = self._generation, self._redirect_id
+        results: list = [None] * len(keys)
+        missing: list[int] = []
+        token = object()
+        with self._lock:
+            for i, key in enumerate(keys):
+                hit = self._entries.get(key) if redirect is not None else None
+                if hit is not None:
+                    results[i] = hit
+                else:
+                    missing.append(i)
+                    if redirect is not None:
+                        pending = self._pending.get(key)
+                        if pending is None:
+                            self._pending[key] = [token, 1]
+                        else:  # overlapping reads: neither answer is cached
+                            pending[0] = None
+                            pending[1] += 1
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if not missing:
+            return results
+        replies = None
+        try:
+            replies = self._fetch([keys[i] for i in missing], redirect, generation)
+        finally:
+            with self._lock:
+                cacheable = (replies is not None and redirect is not None and self._generation == generation
+                             and self._redirect_id == redirect)
+                for n, i in enumerate(missing):
+                    key = keys[i]
+                    if replies is not None:
+                        results[i] = replies[n]
+                    if redirect is None:
+                        continue
+                    pending = self._pending.get(key)
+                    if pending is None:
+                        continue
+                    pending[1] -= 1
+                    if pending[1] <= 0:
+                        del self._pending[key]
+                    if cacheable and pending[0] is token and replies[n][0] is not None:
+                        if len(self._entries) >= self.max_entries:
+                            self._entries.pop(next(iter(self._entries)))
+                        self._entries[key] = (replies[n][0], replies[n][1])
+        return results
+
+    def _fetch(self, keys: list[bytes], redirect: int | None, generation: int) -> list:
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            if redirect is not None and getattr(conn, "_tracking", None) != (conn._sock, generation):
+                conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", redirect)
+                if conn.read_response() != b"OK":
+                    raise redis.ResponseError("CLIENT TRACKING refused")
+                conn._tracking = (conn._sock, generation)
+            if len(keys) == 1:
+                conn.send_command("HMGET", keys[0], "value", "computed_at")
+                return [conn.read_response()]
+            conn.send_packed_command(conn.pack_commands([("HMGET", key, "value", "computed_at") for key in keys]))
+            return [conn.read_response() for _ in keys]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    # --- invalidations ---------------------------------------------------------------------------
+    def _invalidate(self, keys: list[bytes] | None) -> None:
+        with self._lock:
+            self.invalidations += 1
+            if keys is None:  # FLUSHDB / FLUSHALL: everything goes
+                self._entries.clear()
+                for pending in self._pending.values():
+                    pending[0] = None
+                return
+            for key in keys:
+                self._entries.pop(key, None)
+                pending = self._pending.get(key)
+                if pending is not None:
+                    pending[0] = None
+
+    def _drop_all(self) -> None:
+        with self._lock:
+            self._redirect_id = None
+            self._generation += 1
+            self._entries.clear()
+            for pending in self._pending.values():
+                pending[0] = None
+
+    def _ensure_started(self) -> None:
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    threading.Thread(target=self._listen_forever, name="redis-invalidations", daemon=True).start()
+                    self._started = True
+
+    def _listen_forever(self) -> None:
+        kwargs = self.client.connection_pool.connection_kwargs
+        while not self._stopped.is_set():
+            # RESP2: the subscription answers as plain replies (RESP3 would turn them into pushes).
+            conn = redis.Connection(**{**kwargs, "socket_timeout": self.ping_timeout, "protocol": 2})
+            try:
+                conn.connect()
+                conn.send_command("CLIENT", "ID")
+                client_id = conn.read_response()
+                conn.send_command("SUBSCRIBE", CHANNEL)
+                conn.read_response()
+                with self._lock:
+                    self._generation += 1
+                    self._entries.clear()
+                    self._redirect_id = client_id
+                self._listen(conn)
+            except (redis.RedisError, OSError) as exc:
+                log.debug("invalidation listener: %s", exc)
+            finally:
+                self._drop_all()
+                conn.disconnect()
+            self._stopped.wait(0.2)
+
+    def _listen(self, conn: redis.Connection) -> None:
+        last_pong = time.monotonic()
+        ping_sent = 0.0
+        while not self._stopped.is_set():
+            if conn.can_read(timeout=self.ping_interval / 2):
+                message = conn.read_response()
+                if message[0] == b"message" and message[1] == CHANNEL:
+                    self._invalidate(message[2])
+                elif message[0] == b"pong":
+                    last_pong = time.monotonic()
+                continue
+            now = time.monotonic()
+            if now - last_pong > self.ping_timeout + self.ping_interval:
+                raise redis.TimeoutError("Redis stopped answering the invalidation listener")
+            if now - ping_sent >= self.ping_interval:
+                conn.send_command("PING")
+                ping_sent = now
+
+    def close(self) -> None:
+        self._stopped.set()

@@ -1,0 +1,130 @@
+"""The web process's local cache of Redis values (server-assisted client-side caching): hits
+skip Redis, and any change in Redis (another writer, an extraction, a flush, an outage) stops
+the old value from being served."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import redis as redis_lib
+
+from feature_store.online_store.local_cache import LocalCache
+from tests.conftest import start_redis_server, wait_for
+
+KEY = b"payment_type:1"
+
+
+@pytest.fixture
+def cache(redis_url):
+    client = redis_lib.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    local = LocalCache(client)
+    yield local
+    local.close()
+    client.close()
+
+
+def primed(cache, key=KEY):
+    """Read until the listener is up and the value is cached."""
+    wait_for(lambda: cache.read([key]) and cache._redirect_id is not None, what="the invalidation listener")
+    cache.read([key])
+    hits = cache.hits
+    cache.read([key])
+    assert cache.hits == hits + 1
+    return cache.read([key])[0]
+
+
+def test_a_cached_value_is_served_without_asking_redis(cache, redis_server):
+    writer = redis_server.client()
+    writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
+    assert primed(cache) == (b'"Credit"', b"1")
+    calls = writer.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+    for _ in range(50):
+        assert cache.read([KEY])[0] == (b'"Credit"', b"1")
+    assert writer.info("commandstats")["cmdstat_hmget"]["calls"] == calls
+
+
+@pytest.mark.parametrize("change", ["hset", "del", "flushall"])
+def test_a_change_in_redis_is_served_at_once(cache, redis_server, change):
+    writer = redis_server.client()
+    writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
+    primed(cache)
+    if change == "hset":
+        writer.hset(KEY, mapping={"value": b'"Debit"', "computed_at": 2})
+        expected = (b'"Debit"', b"2")
+    elif change == "del":
+        writer.delete(KEY)
+        expected = (None, None)
+    else:
+        writer.flushall()
+        expected = (None, None)
+    wait_for(lambda: tuple(cache.read([KEY])[0]) == expected, timeout=1.0, interval=0.001, what="the invalidation")
+
+
+def test_readers_never_go_back_to_an_older_value_under_concurrent_writes(cache, redis_server):
+    writer = redis_server.client()
+    keys = [f"user_failed_transaction_count:{i}".encode() for i in range(20)]
+    for key in keys:
+        writer.hset(key, mapping={"value": b"0", "computed_at": 1})
+    primed(cache, keys[0])
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def reader():
+        seen = dict.fromkeys(keys, 0)
+        while not stop.is_set():
+            for key, (value, _) in zip(keys, cache.read(keys), strict=True):
+                if int(value) < seen[key]:
+                    problems.append(f"{key}: {int(value)} after {seen[key]}")
+                seen[key] = int(value)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    final = 300
+    for n in range(1, final + 1):
+        with writer.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hset(key, "value", str(n))
+            pipe.execute()
+    time.sleep(0.05)
+    wait_for(lambda: all(int(v) == final for v, _ in cache.read(keys)), timeout=1.0, what="the final values")
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert problems == []
+    assert cache.hits > 0 and cache.invalidations > 0
+
+
+def test_when_redis_stops_answering_the_cache_is_dropped_and_reads_fail_fast():
+    server = start_redis_server()
+    client = redis_lib.Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    cache = LocalCache(client)
+    try:
+        server.client().hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
+        primed(cache)
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            paused = time.monotonic()
+
+            def refused():
+                try:
+                    cache.read([KEY])
+                    return False
+                except redis_lib.RedisError:
+                    return True
+
+            wait_for(refused, timeout=2.0, interval=0.01, what="reads to fail")
+            assert time.monotonic() - paused < 1.5
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        # Back: served again, first from Redis, then cached anew.
+        wait_for(lambda: cache.read([KEY])[0] == (b'"Credit"', b"1"), timeout=2.0, what="recovery")
+    finally:
+        cache.close()
+        client.close()
+        server.process.terminate()
+        server.process.wait(10)
