@@ -86,12 +86,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     from feature_store.api import access
     from feature_store.api import bp as api_bp
     from feature_store.api.errors import register_error_handlers
+    from feature_store.api.fast import FastInference
     from feature_store.api.openapi import bp as openapi_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(openapi_bp)
     register_error_handlers(app)
     access.init_app(app)
+    app.wsgi_app = FastInference(app)
 
     if config.embedded and config.EXTRACT_ON_START:
         job_id, _ = runs.start_or_join()

@@ -27,6 +27,9 @@ from sqlalchemy.engine import make_url
 from feature_store import create_app
 from tests import scenario
 
+# Access lines are written synchronously in tests, so a test can read the line of its request.
+os.environ.setdefault("FEATURE_STORE_SYNC_ACCESS_LOG", "1")
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 REQUIRE_SERVICES = os.environ.get("FEATURE_STORE_REQUIRE_SERVICES") == "1"

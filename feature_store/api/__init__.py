@@ -3,17 +3,13 @@ shape the answer."""
 
 from __future__ import annotations
 
-import json
-
-import orjson
 from flask import Blueprint, current_app, request, url_for
 from marshmallow import ValidationError
 
+from feature_store.api.bodies import lookup_answer, parse_json, simple_item
 from feature_store.api.errors import ApiError, json_response
 from feature_store.api.schemas import FeatureRequestSchema, TrainingRequestSchema, first_error
-from feature_store.online_store import format_computed_at
 from feature_store.services import discovery
-from feature_store.services.serving import UNKNOWN_FEATURE, Lookup
 
 bp = Blueprint("features", __name__, url_prefix="/api/v1/features")
 
@@ -25,15 +21,10 @@ def _services():
     return current_app.extensions["feature_store"]
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_body():
     """The request body parsed as JSON, exactly (integers stay integers of any size)."""
-    data = request.get_data(cache=False)
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return parse_json(request.get_data(cache=False))
     except (ValueError, RecursionError):
         raise ApiError(400, "the request body must be a JSON object") from None
 
@@ -48,67 +39,27 @@ def _load(schema, body):
 
 
 def _item(body) -> tuple[str, str]:
-    """(feature_type, entity_id) of one request item.
-
-    The common well-formed item is recognised directly (inference's hot path); anything else goes
-    through the schema, which accepts exactly the same items and words the error for the rest.
-    """
-    if type(body) is dict:
-        feature_type = body.get("feature_type")
-        entity_id = body.get("entity_id")
-        if type(feature_type) is str:
-            if type(entity_id) is str:
-                return feature_type, entity_id
-            if type(entity_id) is int:
-                return feature_type, str(entity_id)
-    item = _load(_feature_request, body)
-    return item["feature_type"], item["entity_id"]
+    """(feature_type, entity_id) of one request item: the common shape directly, anything else
+    through the schema, which accepts exactly the same items and words the error for the rest."""
+    item = simple_item(body)
+    if item is not None:
+        return item
+    loaded = _load(_feature_request, body)
+    return loaded["feature_type"], loaded["entity_id"]
 
 
 def _items(body) -> list[tuple[str, str]]:
     """The (feature_type, entity_id) of each item of a training request (see _item)."""
     if type(body) is dict and type(body.get("features")) is list:
         items = []
-        for item in body["features"]:
-            if type(item) is dict:
-                feature_type = item.get("feature_type")
-                entity_id = item.get("entity_id")
-                if type(feature_type) is str:
-                    if type(entity_id) is str:
-                        items.append((feature_type, entity_id))
-                        continue
-                    if type(entity_id) is int:
-                        items.append((feature_type, str(entity_id)))
-                        continue
-            break
+        for raw in body["features"]:
+            item = simple_item(raw)
+            if item is None:
+                break
+            items.append(item)
         else:
             return items
     return [(i["feature_type"], i["entity_id"]) for i in _load(_training_request, body)["features"]]
-
-
-def _answer(lookup: Lookup) -> dict:
-    if lookup.error is None:
-        return {
-            "feature_type": lookup.feature_type,
-            "entity_id": lookup.entity_id,
-            "feature_value": orjson.Fragment(lookup.value),
-            "computed_at": format_computed_at(lookup.computed_at),
-            "success": True,
-        }
-    return {
-        "feature_type": lookup.feature_type,
-        "entity_id": lookup.entity_id,
-        "feature_value": None,
-        "success": False,
-        "error": _lookup_error(lookup),
-    }
-
-
-def _lookup_error(lookup: Lookup) -> str:
-    if lookup.error == UNKNOWN_FEATURE:
-        known = ", ".join(_services().registry.feature_types())
-        return f"unknown feature_type {lookup.feature_type!r}; known feature types: {known}"
-    return f"no {lookup.feature_type} value: entity {lookup.entity_id!r} does not exist"
 
 
 @bp.get("/discovery")
@@ -120,13 +71,10 @@ def discover():
 @bp.post("/inference")
 def inference():
     """Get one feature value for real-time inference (computed on demand when not cached)."""
-    lookup = _services().server.lookup([_item(_json_body())])[0]
-    if lookup.error is None:
-        return json_response(_answer(lookup))
-    body = _answer(lookup)
-    if lookup.error == UNKNOWN_FEATURE:
-        body["known_feature_types"] = _services().registry.feature_types()
-    return json_response(body, 404)
+    services = _services()
+    lookup = services.server.lookup([_item(_json_body())])[0]
+    status, body = lookup_answer(lookup, services.registry.feature_types())
+    return json_response(body, status)
 
 
 @bp.post("/training")
@@ -137,8 +85,10 @@ def training():
         limit = _services().config.TRAINING_MAX_ITEMS
         if len(body["features"]) > limit:
             raise ApiError(413, f"too many features: {len(body['features'])} requested, at most {limit} per request")
-    lookups = _services().server.lookup(_items(body))
-    results = [_answer(lookup) for lookup in lookups]
+    services = _services()
+    lookups = services.server.lookup(_items(body))
+    known = services.registry.feature_types()
+    results = [lookup_answer(lookup, known)[1] for lookup in lookups]
     successful = sum(1 for lookup in lookups if lookup.error is None)
     return json_response({"results": results, "total_requested": len(results), "total_successful": successful})
 

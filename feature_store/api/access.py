@@ -10,15 +10,18 @@ and never logged.
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import logging
+import logging.handlers
+import os
+import queue
 import re
 import time
-import uuid
 
-import orjson
 from flask import Flask, g, request
 
+from feature_store.api.bodies import dumps
 from feature_store.api.errors import ApiError
 
 access_log = logging.getLogger("feature_store.access")
@@ -27,64 +30,104 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 ADMIN_ENDPOINTS = {"features.extract", "features.extraction_status"}
 
 
-def _presented_key() -> bytes | None:
-    key = request.headers.get("X-API-Key")
-    if key is None:
-        auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            key = auth[7:].strip()
-    return key.encode("utf-8", "surrogateescape") if key else None
+def request_id(supplied: str | None) -> str:
+    """The caller's request id when well formed, else a new one."""
+    return supplied if supplied and _REQUEST_ID.fullmatch(supplied) else os.urandom(16).hex()
 
 
-def _matches(presented: bytes, keys: tuple[bytes, ...]) -> bool:
-    # Compare with every key (no early exit), each in constant time.
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(presented, key)
-    return found
+def log_access(rid: str, method: str, path: str, status: int, started: float) -> None:
+    access_log.info("%s %s %s %d %.1fms", rid, method, path, status, (time.perf_counter() - started) * 1000)
+
+
+class Gate:
+    """Who may call what, from the configured keys. Flask-free: the fast path uses it too."""
+
+    def __init__(self, read_keys: tuple[str, ...], admin_keys: tuple[str, ...]) -> None:
+        self.read_keys = tuple(k.encode() for k in read_keys)
+        self.admin_keys = tuple(k.encode() for k in admin_keys)
+        self.configured = bool(self.read_keys or self.admin_keys)
+
+    @staticmethod
+    def _presented(x_api_key: str | None, authorization: str | None) -> bytes | None:
+        key = x_api_key
+        if key is None and authorization and authorization[:7].lower() == "bearer ":
+            key = authorization[7:].strip()
+        return key.encode("utf-8", "surrogateescape") if key else None
+
+    @staticmethod
+    def _matches(presented: bytes, keys: tuple[bytes, ...]) -> bool:
+        # Compare with every key (no early exit), each in constant time.
+        found = False
+        for key in keys:
+            found |= hmac.compare_digest(presented, key)
+        return found
+
+    def check(self, x_api_key: str | None, authorization: str | None, admin: bool) -> None:
+        """Raises ApiError 401 (no or unknown key) or 403 (read key, admin needed)."""
+        if not self.configured:
+            return
+        presented = self._presented(x_api_key, authorization)
+        if presented is None:
+            raise ApiError(401, "missing API key: send it in the X-API-Key header")
+        is_admin = self._matches(presented, self.admin_keys)
+        is_reader = self._matches(presented, self.read_keys)
+        if admin and not is_admin:
+            if is_reader:
+                raise ApiError(403, "this API key may read features but not run or follow extractions "
+                                    "(admin scope needed)")
+            raise ApiError(401, "invalid API key")
+        if not (is_admin or is_reader):
+            raise ApiError(401, "invalid API key")
+
+    def allows(self, x_api_key: str | None, authorization: str | None, admin: bool) -> bool:
+        try:
+            self.check(x_api_key, authorization, admin)
+            return True
+        except ApiError:
+            return False
+
+
+def _log_in_background() -> None:
+    """Access lines go through a queue to a writer thread: a request pays for a queue put, not
+    for a write to stderr."""
+    if getattr(access_log, "_queued", False):
+        return
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    handlers = access_log.handlers or logging.getLogger().handlers or [logging.StreamHandler()]
+    listener = logging.handlers.QueueListener(lines, *handlers, respect_handler_level=True)
+    access_log.handlers = [logging.handlers.QueueHandler(lines)]
+    access_log.propagate = False
+    access_log._queued = True
+    listener.start()
+    atexit.register(listener.stop)
 
 
 def init_app(app: Flask) -> None:
     config = app.extensions["feature_store"].config
-    read_keys = tuple(k.encode() for k in config.API_KEYS_READ)
-    admin_keys = tuple(k.encode() for k in config.API_KEYS_ADMIN)
-    keys_configured = bool(read_keys or admin_keys)
+    gate = Gate(config.API_KEYS_READ, config.API_KEYS_ADMIN)
+    app.extensions["feature_store_gate"] = gate
+    if not app.testing and os.environ.get("FEATURE_STORE_SYNC_ACCESS_LOG") != "1":
+        _log_in_background()
 
     @app.before_request
     def start_request():
-        supplied = request.headers.get("X-Request-ID")
-        g.request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        g.request_id = request_id(request.headers.get("X-Request-ID"))
         g.started = time.perf_counter()
-        if not keys_configured or request.blueprint != "features":
-            return None
-        presented = _presented_key()
-        if presented is None:
-            raise ApiError(401, "missing API key: send it in the X-API-Key header")
-        is_admin = _matches(presented, admin_keys)
-        is_reader = _matches(presented, read_keys)
-        if request.endpoint in ADMIN_ENDPOINTS:
-            if not is_admin:
-                if is_reader:
-                    raise ApiError(403, "this API key may read features but not run or follow extractions "
-                                        "(admin scope needed)")
-                raise ApiError(401, "invalid API key")
-        elif not (is_admin or is_reader):
-            raise ApiError(401, "invalid API key")
-        return None
+        if gate.configured and request.blueprint == "features":
+            gate.check(request.headers.get("X-API-Key"), request.headers.get("Authorization"),
+                       admin=request.endpoint in ADMIN_ENDPOINTS)
 
     @app.after_request
     def finish_request(response):
         if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
             allowed = response.headers.get("Allow", "")
-            response.set_data(orjson.dumps({"success": True, "allowed_methods": [
+            response.set_data(dumps({"success": True, "allowed_methods": [
                 m.strip() for m in allowed.split(",") if m.strip()]}))
             response.mimetype = "application/json"
-        request_id = g.get("request_id")
-        if request_id:
-            response.headers["X-Request-ID"] = request_id
+        rid = g.get("request_id")
+        if rid:
+            response.headers["X-Request-ID"] = rid
             if response.status_code == 401:
                 response.headers["WWW-Authenticate"] = 'ApiKey header="X-API-Key"'
-            access_log.info("%s %s %s %d %.1fms", request_id, request.method, request.path, response.status_code,
-                            (time.perf_counter() - g.started) * 1000)
+            log_access(rid, request.method, request.path, response.status_code, g.started)
         return response
-

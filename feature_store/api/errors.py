@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
-from feature_store.errors import FeatureStoreError, StoreUnavailable, WarehouseDataError, WarehouseUnavailable
+from feature_store.api.bodies import STATUS_OF_ERROR, dumps
+from feature_store.errors import FeatureStoreError
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +24,7 @@ class ApiError(Exception):
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
-    try:
-        data = orjson.dumps(body)
-    except orjson.JSONEncodeError:
-        # Echoed input that is not valid Unicode (a lone surrogate): answer with it replaced.
-        data = orjson.dumps(_scrub(body))
-    return Response(data, status=status, headers=headers, mimetype="application/json")
-
-
-def _scrub(value):
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    return value
+    return Response(dumps(body), status=status, headers=headers, mimetype="application/json")
 
 
 def error_response(status: int, error: str, **extra) -> Response:
@@ -55,15 +40,11 @@ def register_error_handlers(app: Flask) -> None:
     def api_error(exc: ApiError):
         return error_response(exc.status, exc.error, **exc.extra)
 
-    @app.errorhandler(StoreUnavailable)
-    @app.errorhandler(WarehouseUnavailable)
+    @app.errorhandler(FeatureStoreError)
     def unavailable(exc: FeatureStoreError):
-        log.warning("503: %s", exc)
-        return error_response(503, str(exc))
-
-    @app.errorhandler(WarehouseDataError)
-    def bad_data(exc: WarehouseDataError):
-        return error_response(502, str(exc))
+        status = STATUS_OF_ERROR.get(type(exc), 503)
+        log.warning("%d: %s", status, exc)
+        return error_response(status, str(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -330,3 +330,27 @@ def test_input_that_is_not_unicode_is_answered_with_json(client):
 def test_options_answers_json(client):
     response = client.options(f"{BASE}/inference")
     assert response.is_json and "POST" in response.get_json()["allowed_methods"]
+
+
+def test_the_inference_fast_path_and_the_flask_view_answer_alike(embedded_app, client):
+    """Well-formed requests are answered by the WSGI fast path, the rest by the Flask view; the
+    same lookup must give the same body either way."""
+    from feature_store.api import bodies
+    from feature_store.api.fast import FastInference
+
+    assert isinstance(embedded_app.wsgi_app, FastInference)
+    flask_only = embedded_app.wsgi_app.flask
+    for item in [{"feature_type": "payment_type", "entity_id": "3010"},
+                 {"feature_type": "user_policy_time_of_purchase", "entity_id": 3},
+                 {"feature_type": "payment_type", "entity_id": "404"},
+                 {"feature_type": "nope", "entity_id": "1"}]:
+        fast = client.post(f"{BASE}/inference", json=item)
+        embedded_app.wsgi_app = flask_only
+        try:
+            slow = client.post(f"{BASE}/inference", json=item)
+        finally:
+            embedded_app.wsgi_app = FastInference(embedded_app)
+        assert (fast.status_code, fast.get_json()) == (slow.status_code, slow.get_json())
+        assert fast.headers["Content-Type"] == slow.headers["Content-Type"] == "application/json"
+        assert fast.headers["X-Request-ID"] and slow.headers["X-Request-ID"]
+    assert bodies.simple_item({"feature_type": "x", "entity_id": True}) is None

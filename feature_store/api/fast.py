@@ -1,0 +1,73 @@
+"""The inference fast path: WSGI middleware that answers the common POST /inference itself.
+
+Inference sits on callers' hot path, and for a cached value Flask's per-request machinery
+(request and response objects, routing, hooks) costs more than the lookup. This middleware
+answers a well-formed request directly, with the same lookup service, the same answer bodies
+(bodies.py), the same request ids, access log line and API-key rules as the Flask view. Anything
+else (malformed or chunked bodies, an unauthorised caller, other paths) goes to Flask untouched,
+so every error answer still comes from one place.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from http import HTTPStatus
+
+from feature_store.api import access
+from feature_store.api.bodies import STATUS_OF_ERROR, dumps, lookup_answer, parse_json, simple_item
+from feature_store.errors import FeatureStoreError
+
+log = logging.getLogger(__name__)
+
+PATH = "/api/v1/features/inference"
+_REASONS = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
+class FastInference:
+    def __init__(self, app) -> None:
+        services = app.extensions["feature_store"]
+        self.flask = app.wsgi_app
+        self.server = services.server
+        self.known = services.registry.feature_types()
+        self.max_length = services.config.MAX_CONTENT_LENGTH
+        self.gate: access.Gate = app.extensions["feature_store_gate"]
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
+            return self.flask(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        if length < 0 or length > self.max_length:  # chunked, absent or too large: Flask decides
+            return self.flask(environ, start_response)
+        started = time.perf_counter()
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)  # Flask can still read it if we hand over
+        if self.gate.configured and not self.gate.allows(environ.get("HTTP_X_API_KEY"),
+                                                         environ.get("HTTP_AUTHORIZATION"), admin=False):
+            return self.flask(environ, start_response)
+        try:
+            item = simple_item(parse_json(body))
+        except (ValueError, RecursionError):
+            item = None
+        if item is None:
+            return self.flask(environ, start_response)
+
+        rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
+        try:
+            status, answer = lookup_answer(self.server.lookup([item])[0], self.known)
+        except FeatureStoreError as exc:
+            status = STATUS_OF_ERROR.get(type(exc), 503)
+            log.warning("%d: %s", status, exc)
+            answer = {"success": False, "error": str(exc), "request_id": rid}
+        except Exception:
+            log.exception("unhandled error (request %s)", rid)
+            status, answer = 500, {"success": False, "error": "internal error", "request_id": rid}
+        data = dumps(answer)
+        start_response(_REASONS[status], [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                                          ("X-Request-ID", rid)])
+        access.log_access(rid, "POST", PATH, status, started)
+        return [data]
