@@ -15,8 +15,10 @@ import logging
 import time
 from http import HTTPStatus
 
+import orjson
+
 from feature_store.api import access
-from feature_store.api.bodies import STATUS_OF_ERROR, dumps, lookup_answer, parse_json, simple_item
+from feature_store.api.bodies import STATUS_OF_ERROR, dumps, lookup_answer, simple_item
 from feature_store.errors import FeatureStoreError
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,10 @@ class FastInference:
                                                          environ.get("HTTP_AUTHORIZATION"), admin=False):
             return self.flask(environ, start_response)
         try:
-            item = simple_item(parse_json(body))
-        except (ValueError, RecursionError):
+            # orjson is exact for 64-bit integers; a larger one arrives as a float, which is not a
+            # simple item, so the Flask view (exact for any size) takes it.
+            item = simple_item(orjson.loads(body))
+        except (orjson.JSONDecodeError, RecursionError):
             item = None
         if item is None:
             return self.flask(environ, start_response)

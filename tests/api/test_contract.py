@@ -354,3 +354,14 @@ def test_the_inference_fast_path_and_the_flask_view_answer_alike(embedded_app, c
         assert fast.headers["Content-Type"] == slow.headers["Content-Type"] == "application/json"
         assert fast.headers["X-Request-ID"] and slow.headers["X-Request-ID"]
     assert bodies.simple_item({"feature_type": "x", "entity_id": True}) is None
+
+
+@pytest.mark.parametrize("raw, entity_id", [(b"9007199254740993", "9007199254740993"),
+                                             (b"18446744073709551616", "18446744073709551616"),
+                                             (b"-9223372036854775809", "-9223372036854775809"),
+                                             (b"1" + b"0" * 40, "1" + "0" * 40)])
+def test_huge_integer_ids_never_pass_through_a_float(client, raw, entity_id):
+    body = b'{"feature_type": "user_failed_transaction_count", "entity_id": ' + raw + b"}"
+    response = client.post(f"{BASE}/inference", data=body, content_type="application/json")
+    assert response.get_json()["entity_id"] == entity_id
+    assert response.status_code == (200 if entity_id == str(scenario.BIG) else 404)
