@@ -16,3 +16,14 @@ accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 errorlog = "-"
 # gunicorn's control socket has one default path per user: two servers on a host would collide.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """Tune the cyclic garbage collector for this workload: a training request allocates tens of
+    thousands of short-lived, acyclic containers (reference counting frees them), and with the
+    default thresholds concurrent requests trigger full collections over every live object.
+    Objects made at start-up are frozen out of collection altogether."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from feature_store.online_store import OnlineStore, now_micros
 from feature_store.registry import Entity, Registry
@@ -13,12 +13,11 @@ NOT_FOUND = "not_found"
 UNKNOWN_FEATURE = "unknown_feature"
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(NamedTuple):
     """The answer for one (feature_type, entity_id).
 
     `value` is the value's JSON encoding (as stored); `error` is None on success, else one of
-    NOT_FOUND or UNKNOWN_FEATURE.
+    NOT_FOUND or UNKNOWN_FEATURE. (A NamedTuple: training builds up to 10,000 per request.)
     """
 
     feature_type: str
@@ -39,6 +38,7 @@ class FeatureServer:
         self.registry = registry
         self.store = store
         self.warehouse = warehouse
+        self._known = frozenset(registry.feature_types())
 
     def lookup(self, requests: Sequence[tuple[str, str]]) -> list[Lookup]:
         """The value of each (feature_type, entity_id), in request order.
@@ -52,10 +52,12 @@ class FeatureServer:
         """
         results: list[Lookup | None] = [None] * len(requests)
         to_read: list[int] = []
+        known = self._known
+        parse_id = Entity.parse_id
         for i, (feature_type, entity_id) in enumerate(requests):
-            if self.registry.get(feature_type) is None:
+            if feature_type not in known:
                 results[i] = Lookup(feature_type, entity_id, error=UNKNOWN_FEATURE)
-            elif Entity.parse_id(entity_id) is None:
+            elif parse_id(entity_id) is None:
                 # Not the decimal form of a 64-bit id: no row can have it, and no key is read.
                 results[i] = Lookup(feature_type, entity_id, error=NOT_FOUND)
             else:
