@@ -135,7 +135,8 @@ class Deployment:
                              f"worker-{len(self.workers)}.log", env=self.env(**env))
         self.workers.append(worker)
         client = redis.Redis.from_url(self.redis_url)
-        wait_until(lambda: client.scard("rq:workers") >= len(self.workers), 30, "rq worker")
+        alive = sum(1 for w in self.workers if w.poll() is None)
+        wait_until(lambda: client.scard("rq:workers") >= alive, 30, "rq worker")
         client.close()
         return worker
 

@@ -26,7 +26,7 @@ import requests
 
 from bench.harness import Deployment, rss_mb
 from feature_store.features import REGISTRY
-from feature_store.online_store import OnlineStore, now_micros
+from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.warehouse import Warehouse, demo
 
 API = "/api/v1/features"
@@ -160,7 +160,7 @@ def hset_floor(redis_url: str, values: int, chunk: int = 10_000) -> float:
     """Values/s of pipelined HSETs of `values` precomputed values from one Python process."""
     client = redis.Redis.from_url(redis_url)
     client.flushall()
-    computed_at = now_micros()
+    computed_at = now_seconds()
     rows = [(f"user_failed_transaction_count:{i}", b"3") for i in range(values)]
     started = time.perf_counter()
     for start in range(0, values, chunk):
@@ -242,7 +242,7 @@ def bench_memory(args, report) -> None:
         client = redis.Redis.from_url(deployment.redis_url)
         store = OnlineStore(client)
         warehouse = Warehouse(url)
-        computed_at = now_micros()
+        computed_at = now_seconds()
         total_ours = total_floor = total_keys = 0
         for feature in REGISTRY:
             chunks = list(warehouse.stream(feature, chunk_size=10_000))

@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from feature_store.online_store import OnlineStore, format_computed_at, now_micros
+from feature_store.online_store import OnlineStore, format_computed_at
 from feature_store.registry import Registry
 from feature_store.warehouse import Warehouse
 
@@ -42,7 +42,7 @@ def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *,
         WarehouseUnavailable: phase 1 or 3 failed (in phase 1, nothing was written).
         StoreUnavailable: Redis failed (values already written are fresh; nothing was removed).
     """
-    computed_at = now_micros()
+    computed_at = store.run_stamp()
     counts: dict[str, int] = {}
     stages: dict[str, float] = {}
     progress = on_progress or (lambda update: None)
@@ -70,12 +70,11 @@ def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *,
         stages["write"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    removed: dict[str, int] = {}
+    existing = {}
     for entity in registry.entities():
-        existing = warehouse.entity_ids(entity)
-        for feature in registry:
-            if feature.entity == entity:
-                removed[feature.feature_type] = store.remove_stale(feature.feature_type, existing, computed_at)
+        ids = warehouse.entity_ids(entity)
+        existing.update({f.feature_type: ids for f in registry if f.entity == entity})
+    removed = store.remove_stale(existing, computed_at)
     stages["remove_stale"] = time.perf_counter() - started
     log.info("extraction done: %s values, removed %s", sum(counts.values()), removed)
 

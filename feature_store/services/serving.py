@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from feature_store.online_store import OnlineStore, now_micros
+from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.registry import Entity, Registry
 from feature_store.warehouse import Warehouse
 
@@ -74,7 +74,7 @@ class FeatureServer:
 
         for feature_type, positions in misses.items():
             feature = self.registry.get(feature_type)
-            computed_at = now_micros()
+            computed_at = now_seconds()
             values = self.warehouse.compute(feature, (int(requests[i][1]) for i in positions))
             self.store.write(feature_type, ((str(eid), v) for eid, v in values.items()), computed_at)
             for i in positions:

@@ -53,7 +53,10 @@ class Timestamp(TypeDecorator):
         if value is None:
             return None
         if isinstance(value, str):
-            return parse_timestamp(value)
+            try:
+                value = datetime.fromisoformat(value)  # the common forms, in C
+            except ValueError:
+                return parse_timestamp(value)
         if value.tzinfo is not None:
             return value.astimezone(UTC).replace(tzinfo=None)
         return value
