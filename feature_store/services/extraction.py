@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import marshal
 import tempfile
 import time
+from array import array
 from collections.abc import Callable
 
 from feature_store.online_store import OnlineStore, format_computed_at
@@ -15,20 +17,34 @@ from feature_store.warehouse import Warehouse
 log = logging.getLogger(__name__)
 
 
+def _query_to_spool(warehouse: Warehouse, feature, spool, chunk_size: int) -> array:
+    """Stream one feature's query into `spool` (marshalled chunks, then None); returns the
+    sorted ids of the entities it saw (the run's snapshot of which entities exist)."""
+    ids = array("q")
+    for chunk in warehouse.stream(feature, chunk_size=chunk_size):
+        marshal.dump(chunk, spool)
+        ids.extend(entity_id for entity_id, _ in chunk)
+    marshal.dump(None, spool)
+    if any(ids[i] > ids[i + 1] for i in range(len(ids) - 1)):
+        ids = array("q", sorted(ids))
+    return ids
+
+
 def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *, chunk_size: int,
                 on_progress: Callable[[dict], None] | None = None) -> dict:
     """Compute every feature for every entity and store the values; then remove the values of
     entities that no longer exist.
 
     Three phases, so that a failure leaves the online store as it was:
-      1. query: each feature is one set-based query over its whole table, streamed in chunks of
-         `chunk_size` rows and spooled to a temporary file (memory stays flat at any size). A
-         warehouse that fails here fails the run before anything was written.
-      2. write: the spooled values go to Redis, one pipeline per chunk, all with the same
-         computed_at (the run's start). Values are overwritten in place, so a reader always finds
-         either the previous value or the new one.
-      3. remove stale: only after every write succeeded, values of entities absent from the
-         warehouse (and not written since the run began) are deleted.
+      1. query: each feature is one set-based query over its whole table (the features' queries
+         run side by side), streamed in chunks of `chunk_size` rows and spooled to a temporary
+         file, so memory holds chunks and entity ids, never a table. A warehouse that fails here
+         fails the run before anything was written.
+      2. write: the spooled values go to Redis, one pipelined batch per chunk, all with the run's
+         computed_at. Values are overwritten in place, so a reader always finds either the
+         previous value or the new one.
+      3. remove stale: only after every write succeeded, values of entities absent from the run's
+         snapshot (and not written since the run began) are deleted.
 
     Args:
         chunk_size: rows per streamed chunk and values per pipeline.
@@ -43,37 +59,34 @@ def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *,
         StoreUnavailable: Redis failed (values already written are fresh; nothing was removed).
     """
     computed_at = store.run_stamp()
-    counts: dict[str, int] = {}
     stages: dict[str, float] = {}
     progress = on_progress or (lambda update: None)
-    with tempfile.TemporaryFile(prefix="feature-store-extraction-") as spool:
+    spools = {f.feature_type: tempfile.TemporaryFile(prefix=f"feature-store-{f.feature_type}-") for f in registry}
+    try:
         started = time.perf_counter()
-        for feature in registry:
-            count = 0
-            for chunk in warehouse.stream(feature, chunk_size=chunk_size):
-                marshal.dump(chunk, spool)
-                count += len(chunk)
-            marshal.dump(None, spool)  # end of this feature's chunks
-            counts[feature.feature_type] = count
-            log.info("queried %s: %d values", feature.feature_type, count)
-            progress({"phase": "query", "counts": dict(counts)})
+        # The queries run side by side: the warehouse works while Python encodes another's rows.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(registry), thread_name_prefix="query") as pool:
+            futures = {f.feature_type: pool.submit(_query_to_spool, warehouse, f, spools[f.feature_type], chunk_size)
+                       for f in registry}
+            existing = {feature_type: future.result() for feature_type, future in futures.items()}
+        counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
         stages["query"] = time.perf_counter() - started
+        log.info("queried %s", counts)
+        progress({"phase": "write", "counts": counts})
 
         started = time.perf_counter()
-        spool.seek(0)
-        written: dict[str, int] = {}
         for feature in registry:
-            written[feature.feature_type] = 0
+            spool = spools[feature.feature_type]
+            spool.seek(0)
             while (chunk := marshal.load(spool)) is not None:
-                written[feature.feature_type] += store.write(feature.feature_type, chunk, computed_at)
-            progress({"phase": "write", "counts": dict(written)})
+                store.write(feature.feature_type, chunk, computed_at)
         stages["write"] = time.perf_counter() - started
+    finally:
+        for spool in spools.values():
+            spool.close()
 
+    progress({"phase": "remove_stale", "counts": counts})
     started = time.perf_counter()
-    existing = {}
-    for entity in registry.entities():
-        ids = warehouse.entity_ids(entity)
-        existing.update({f.feature_type: ids for f in registry if f.entity == entity})
     removed = store.remove_stale(existing, computed_at)
     stages["remove_stale"] = time.perf_counter() - started
     log.info("extraction done: %s values, removed %s", sum(counts.values()), removed)

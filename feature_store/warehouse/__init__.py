@@ -5,17 +5,16 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import sqlite3
-from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from feature_store.errors import WarehouseDataError, WarehouseUnavailable
-from feature_store.registry import Entity, Feature
+from feature_store.registry import Feature
 
 log = logging.getLogger(__name__)
 
@@ -147,24 +146,6 @@ class Warehouse:
             raise _unavailable(exc) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
-
-    def entity_ids(self, entity: Entity, *, chunk_size: int = 50_000) -> array:
-        """The ids of every existing `entity`, sorted, as a compact array of 64-bit integers."""
-        id_column = entity.id_column()
-        ids = array("q")
-        try:
-            with self.batch_engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
-                    select(id_column).order_by(id_column)
-                )
-                for rows in result.partitions(chunk_size):
-                    ids.extend(row[0] for row in rows)
-        except SQLAlchemyError as exc:
-            raise _unavailable(exc) from exc
-        # The dialect's ORDER BY sorts integers numerically; keep the guarantee explicit.
-        if any(ids[i] > ids[i + 1] for i in range(len(ids) - 1)):
-            ids = array("q", sorted(ids))
-        return ids
 
     def ping(self) -> None:
         """Raises WarehouseUnavailable unless a trivial query answers."""

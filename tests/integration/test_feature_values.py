@@ -60,14 +60,3 @@ def test_batch_and_on_demand_share_one_definition_and_agree(warehouse_url):
             assert {str(k): orjson.loads(v) for k, v in streamed.items()} == EXPECTED[feature.feature_type]
     finally:
         warehouse.dispose()
-
-
-def test_entity_ids_are_listed_sorted_for_stale_removal(warehouse_url):
-    warehouse = Warehouse(warehouse_url)
-    try:
-        for entity in REGISTRY.entities():
-            ids = list(warehouse.entity_ids(entity))
-            assert ids == sorted(int(e) for e in EXPECTED[next(
-                f.feature_type for f in REGISTRY if f.entity == entity)])
-    finally:
-        warehouse.dispose()
