@@ -119,7 +119,7 @@ def bench_inference(args, report) -> None:
 
 # --- 2. training ---------------------------------------------------------------------------------
 def pipelined_hgetall_floor(redis_url: str, keys: list[tuple[str, str]], seconds: float = 3.0) -> float:
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, socket_timeout=None)
     names = [f"{ft}:{eid}" for ft, eid in keys]
     done = 0
     started = time.perf_counter()
@@ -158,7 +158,7 @@ def bench_training(args, report) -> None:
 # --- 3. extraction -------------------------------------------------------------------------------
 def hset_floor(redis_url: str, values: int, chunk: int = 10_000) -> float:
     """Values/s of pipelined HSETs of `values` precomputed values from one Python process."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, socket_timeout=None)
     client.flushall()
     computed_at = now_seconds()
     rows = [(f"user_failed_transaction_count:{i}", b"3") for i in range(values)]
@@ -202,7 +202,7 @@ def bench_extraction(args, report) -> None:
         pg_url = make_pg_warehouse(users)
         results["generate_postgresql_s"] = round(time.perf_counter() - started, 1)
         for dialect, url in [("sqlite", sqlite_url), ("postgresql", pg_url)]:
-            redis.Redis.from_url(deployment.redis_url).flushall()
+            redis.Redis.from_url(deployment.redis_url, socket_timeout=None).flushall()
             deployment.warehouse_url = url
             base = deployment.start_web(EXTRACT_WAIT_SECONDS=1)
             worker = deployment.start_worker()
@@ -227,6 +227,7 @@ def bench_extraction(args, report) -> None:
                                 "values_per_s": round(values / elapsed), "floor_hset_values_per_s": round(floor),
                                 "vs_floor": round(values / elapsed / floor, 2),
                                 "worker_peak_rss_mb": round(peak[0], 1), "stages_s": status["result"]["stages"]}
+            print(dialect, json.dumps(results[dialect]), flush=True)
             deployment.stop_web()
             deployment.workers[-1].terminate()
             deployment.workers[-1].wait(30)
@@ -239,7 +240,7 @@ def bench_memory(args, report) -> None:
     with Deployment() as deployment:
         deployment.start_redis()
         url = deployment.make_sqlite_warehouse(20_000)
-        client = redis.Redis.from_url(deployment.redis_url)
+        client = redis.Redis.from_url(deployment.redis_url, socket_timeout=None)
         store = OnlineStore(client)
         warehouse = Warehouse(url)
         computed_at = now_seconds()
@@ -280,7 +281,7 @@ def bench_cold(args, report) -> None:
         deployment.start_redis()
         sqlite_url = deployment.make_sqlite_warehouse(20_000)
         pg_url = make_pg_warehouse(20_000)
-        client = redis.Redis.from_url(deployment.redis_url)
+        client = redis.Redis.from_url(deployment.redis_url, socket_timeout=None)
         for dialect, url in [("sqlite", sqlite_url), ("postgresql", pg_url)]:
             deployment.warehouse_url = url
             base = deployment.start_web()
