@@ -244,6 +244,7 @@ def soak(args) -> dict:
                 "extractions": extractions, "memory_start": memory[0], "memory_end": memory[-1],
                 "memory_peak": {"web_mb": max(m["web_mb"] for m in memory),
                                 "worker_mb": max(m["worker_mb"] for m in memory)},
+                "memory_samples": memory,
                 "load": summary}
 
 
