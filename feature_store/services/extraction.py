@@ -35,8 +35,9 @@ def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *,
     entities that no longer exist.
 
     Three phases, so that a failure leaves the online store as it was:
-      1. query: each feature is one set-based query over its whole table, streamed in chunks of `chunk_size` rows and spooled to a temporary
-         file, so memory holds chunks and entity ids, never a table. A warehouse that fails here
+      1. query: each feature is one set-based query over its whole table, streamed in chunks of
+         `chunk_size` rows and spooled to a temporary file, so memory holds chunks and entity
+         ids, never a table. A warehouse that fails here
          fails the run before anything was written.
       2. write: the spooled values go to Redis, one pipelined batch per chunk, all with the run's
          computed_at. Values are overwritten in place, so a reader always finds either the
