@@ -74,7 +74,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     warehouse = Warehouse(config.WAREHOUSE_URL, request_timeout=config.WAREHOUSE_TIMEOUT)
     cache = None
     if not config.embedded and config.REDIS_LOCAL_CACHE:
-        cache = LocalCache(client, max_entries=config.REDIS_LOCAL_CACHE_SIZE,
+        cache = LocalCache(config.REDIS_URL, socket_timeout=config.REDIS_SOCKET_TIMEOUT,
+                           connect_timeout=config.REDIS_CONNECT_TIMEOUT, max_entries=config.REDIS_LOCAL_CACHE_SIZE,
                            ping_timeout=config.REDIS_SOCKET_TIMEOUT)
     store = OnlineStore(client, cache)
     runs = ExtractionRuns(client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,

@@ -30,11 +30,12 @@ from feature_store.online_store.local_cache import LocalCache
 EPOCH = datetime(1970, 1, 1)
 FIELDS = ("value", "computed_at")
 
-# Delete a value only if it is older than the run that found its entity gone: a value written
-# meanwhile (on demand, for an entity created after the run's snapshot) stays.
+# Delete a value only if it is not newer than the run that found its entity gone: a value written
+# after the run's second (on demand, for an entity created after the run's snapshot) stays. A value
+# without a readable computed_at is not in the layout and goes too.
 _DELETE_IF_OLDER = """
-local computed_at = tonumber(redis.call('HGET', KEYS[1], 'computed_at'))
-if computed_at and computed_at < tonumber(ARGV[1]) then
+local computed_at = tonumber(redis.call('HGET', KEYS[1], 'computed_at')) or 0
+if computed_at <= tonumber(ARGV[1]) then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -82,6 +83,13 @@ def connect(url: str, *, socket_timeout: float, connect_timeout: float, **kwargs
     )
 
 
+def _store_error(exc: redis.RedisError) -> StoreUnavailable:
+    if isinstance(exc, redis.ResponseError):
+        # Redis answered, but refused: e.g. a key of another type where a feature value belongs.
+        return StoreUnavailable("the online store refused a command (see the service log)")
+    return StoreUnavailable("the online store (Redis) is unreachable or not answering")
+
+
 def _checked(value: bytes | None, computed_at: bytes | None) -> tuple[bytes, int] | None:
     """A stored (value, computed_at), or None when absent or not in the layout (another writer's
     hash, a half-written one): such a value is treated as not cached, so it is recomputed."""
@@ -110,7 +118,7 @@ class OnlineStore:
         try:
             return int(self._next_run_stamp(keys=[RUN_STAMP_KEY], args=[now_seconds()]))
         except redis.RedisError as exc:
-            raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
+            raise _store_error(exc) from exc
 
     def read(self, keys: Sequence[tuple[str, str]]) -> list[tuple[bytes, int] | None]:
         """(value JSON, computed_at) for each (feature_type, entity_id), None where not stored.
@@ -131,7 +139,7 @@ class OnlineStore:
                         pipe.hmget(key(feature_type, entity_id), FIELDS)
                     replies = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
+            raise _store_error(exc) from exc
         return [_checked(value, computed_at) for value, computed_at in replies]
 
     def write(self, feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int) -> int:
@@ -156,7 +164,7 @@ class OnlineStore:
                 return count
             return self._write_packed(feature_type, values, computed_at)
         except redis.RedisError as exc:
-            raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
+            raise _store_error(exc) from exc
 
     def _write_packed(self, feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int) -> int:
         # Batch extraction's hot loop: the HSETs are packed into one RESP buffer here (a third of
@@ -187,10 +195,17 @@ class OnlineStore:
 
     def remove_stale(self, existing: dict[str, array], older_than: int, scan_count: int = 10_000) -> dict[str, int]:
         """Delete the values of entities that no longer exist: for each feature type, keys whose
-        entity id is not in its sorted `existing` ids and whose value was computed before
-        `older_than`. One SCAN over the keyspace serves every feature; keys of other shapes
+        entity id is not in its sorted `existing` ids and whose value was computed no later than
+        `older_than` (the run's stamp; the run itself wrote only ids in `existing`). One SCAN over
+        the keyspace serves every feature; keys of other shapes
         are left alone. Returns the count deleted per feature type.
         """
+        try:
+            return self._remove_stale(existing, older_than, scan_count)
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+
+    def _remove_stale(self, existing: dict[str, array], older_than: int, scan_count: int) -> dict[str, int]:
         wanted = {feature_type.encode(): ids for feature_type, ids in existing.items()}
         stale: list[bytes] = []
         cursor = 0
@@ -199,7 +214,7 @@ class OnlineStore:
             for raw_key in keys:
                 feature_type, _, id_text = raw_key.partition(b":")
                 ids = wanted.get(feature_type)
-                if ids is None or not id_text.isdigit() and not id_text[1:].isdigit():
+                if ids is None or not (id_text.isdigit() or id_text[:1] == b"-" and id_text[1:].isdigit()):
                     continue
                 entity_id = int(id_text)
                 at = bisect.bisect_left(ids, entity_id)

@@ -16,6 +16,11 @@ Safety rules, each for a reason:
   makes tracking stale).
 - The listener pings Redis; when Redis goes away, stops answering, or the listener reconnects,
   the whole cache is dropped and reads go to Redis (which then fails fast: 503).
+- Redis tracks reads per data connection and forgets them, silently, when that connection
+  closes (an error, a timeout, CLIENT KILL, the server's idle timeout). So cached reads use a
+  pool of their own (RESP2, nothing else shares it); a failed read, or a data connection found
+  reconnected, drops the whole cache; and the listener checks every ping interval that every
+  tracking connection is still alive (CLIENT LIST ID), dropping the cache when one is gone.
 """
 
 from __future__ import annotations
@@ -35,14 +40,14 @@ class LocalCache:
     """Values of keys read from Redis, kept until Redis invalidates them.
 
     Args:
-        client: the store's Redis client (its pool provides the data connections).
+        url: the Redis URL of the online store.
+        socket_timeout, connect_timeout: as for the store's own client (fail fast).
         max_entries: size bound; past it the oldest entries are dropped.
         ping_interval, ping_timeout: how often the listener checks Redis, and how long it waits.
     """
 
-    def __init__(self, client: redis.Redis, *, max_entries: int = 100_000, ping_interval: float = 0.2,
-                 ping_timeout: float = 0.5) -> None:
-        self.client = client
+    def __init__(self, url: str, *, socket_timeout: float = 0.5, connect_timeout: float = 0.5,
+                 max_entries: int = 100_000, ping_interval: float = 0.2, ping_timeout: float = 0.5) -> None:
         self.max_entries = max_entries
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -53,6 +58,11 @@ class LocalCache:
         self._redirect_id: int | None = None  # the listener's client id while it is healthy
         self._generation = 0
         self._started = False
+        # Cached reads use connections of their own: RESP2 (no pushes on a data connection) and
+        # no other user whose timeouts could close a tracking connection behind our back.
+        self._pool = redis.ConnectionPool.from_url(url, protocol=2, socket_timeout=socket_timeout,
+                                                   socket_connect_timeout=connect_timeout)
+        self._tracking_ids: dict[int, int] = {}  # id(connection) -> its Redis client id
         self._stopped = threading.Event()
         self._start_lock = threading.Lock()
         self.hits = self.misses = self.invalidations = 0
@@ -110,13 +120,21 @@ class LocalCache:
         return results
 
     def _fetch(self, keys: list[bytes], redirect: int | None, generation: int) -> list:
-        pool = self.client.connection_pool
+        pool = self._pool
         conn = pool.get_connection()
         try:
+            tracking = getattr(conn, "_tracking", None)
+            if tracking is not None and tracking[0] is not conn._sock:
+                # Reconnected: what it read before was tracked by a client that is gone.
+                self._invalidate_all()
             if redirect is not None and getattr(conn, "_tracking", None) != (conn._sock, generation):
                 conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", redirect)
                 if conn.read_response() != b"OK":
                     raise redis.ResponseError("CLIENT TRACKING refused")
+                conn.send_command("CLIENT", "ID")
+                client_id = conn.read_response()
+                with self._lock:
+                    self._tracking_ids[id(conn)] = client_id
                 conn._tracking = (conn._sock, generation)
             if len(keys) == 1:
                 conn.send_command("HMGET", keys[0], "value", "computed_at")
@@ -125,6 +143,7 @@ class LocalCache:
             return [conn.read_response() for _ in keys]
         except BaseException:
             conn.disconnect()
+            self._invalidate_all()
             raise
         finally:
             pool.release(conn)
@@ -144,6 +163,14 @@ class LocalCache:
                 if pending is not None:
                     pending[0] = None
 
+    def _invalidate_all(self) -> None:
+        """Forget every cached value (some tracking may be lost); the listener stays."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+            for pending in self._pending.values():
+                pending[0] = None
+
     def _drop_all(self) -> None:
         with self._lock:
             self._redirect_id = None
@@ -160,12 +187,13 @@ class LocalCache:
                     self._started = True
 
     def _listen_forever(self) -> None:
-        kwargs = self.client.connection_pool.connection_kwargs
         while not self._stopped.is_set():
-            # RESP2: the subscription answers as plain replies (RESP3 would turn them into pushes).
-            conn = redis.Connection(**{**kwargs, "socket_timeout": self.ping_timeout, "protocol": 2})
+            # RESP2 (the pool's): the subscription answers as plain replies, not pushes.
+            conn = self._pool.connection_class(**self._pool.connection_kwargs)
+            audit = self._pool.connection_class(**self._pool.connection_kwargs)
             try:
                 conn.connect()
+                audit.connect()
                 conn.send_command("CLIENT", "ID")
                 client_id = conn.read_response()
                 conn.send_command("SUBSCRIBE", CHANNEL)
@@ -174,31 +202,49 @@ class LocalCache:
                     self._generation += 1
                     self._entries.clear()
                     self._redirect_id = client_id
-                self._listen(conn)
+                self._listen(conn, audit)
             except (redis.RedisError, OSError) as exc:
                 log.debug("invalidation listener: %s", exc)
             finally:
                 self._drop_all()
                 conn.disconnect()
+                audit.disconnect()
             self._stopped.wait(0.2)
 
-    def _listen(self, conn: redis.Connection) -> None:
-        last_pong = time.monotonic()
+    def _listen(self, conn: redis.Connection, audit: redis.Connection) -> None:
+        last_heard = time.monotonic()
         ping_sent = 0.0
         while not self._stopped.is_set():
             if conn.can_read(timeout=self.ping_interval / 2):
                 message = conn.read_response()
+                last_heard = time.monotonic()  # any message proves Redis is answering
                 if message[0] == b"message" and message[1] == CHANNEL:
                     self._invalidate(message[2])
-                elif message[0] == b"pong":
-                    last_pong = time.monotonic()
-                continue
             now = time.monotonic()
-            if now - last_pong > self.ping_timeout + self.ping_interval:
+            if now - last_heard > self.ping_timeout + self.ping_interval:
                 raise redis.TimeoutError("Redis stopped answering the invalidation listener")
             if now - ping_sent >= self.ping_interval:
                 conn.send_command("PING")
                 ping_sent = now
+                self._audit(audit)
+
+    def _audit(self, audit: redis.Connection) -> None:
+        """Drop the cache if a tracking data connection is gone (its reads are untracked now)."""
+        with self._lock:
+            tracked = dict(self._tracking_ids)
+        if not tracked:
+            return
+        audit.send_command("CLIENT", "LIST", "ID", *tracked.values())
+        listing = audit.read_response()
+        alive = {int(field[3:]) for line in listing.splitlines() for field in line.split()[:1]
+                 if field.startswith(b"id=")}
+        gone = {conn for conn, client_id in tracked.items() if client_id not in alive}
+        if gone:
+            with self._lock:
+                for conn in gone:
+                    self._tracking_ids.pop(conn, None)
+            self._invalidate_all()
 
     def close(self) -> None:
         self._stopped.set()
+        self._pool.disconnect()

@@ -20,11 +20,9 @@ KEY = b"payment_type:1"
 
 @pytest.fixture
 def cache(redis_url):
-    client = redis_lib.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    local = LocalCache(client)
+    local = LocalCache(redis_url)
     yield local
     local.close()
-    client.close()
 
 
 def primed(cache, key=KEY):
@@ -101,8 +99,7 @@ def test_readers_never_go_back_to_an_older_value_under_concurrent_writes(cache, 
 
 def test_when_redis_stops_answering_the_cache_is_dropped_and_reads_fail_fast():
     server = start_redis_server()
-    client = redis_lib.Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    cache = LocalCache(client)
+    cache = LocalCache(server.url)
     try:
         server.client().hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
         primed(cache)
@@ -125,6 +122,47 @@ def test_when_redis_stops_answering_the_cache_is_dropped_and_reads_fail_fast():
         wait_for(lambda: cache.read([KEY])[0] == (b'"Credit"', b"1"), timeout=2.0, what="recovery")
     finally:
         cache.close()
-        client.close()
         server.process.terminate()
         server.process.wait(10)
+
+
+@pytest.mark.parametrize("closing", ["client kill", "server idle timeout"])
+def test_a_lost_tracking_connection_drops_the_cache(cache, redis_server, closing):
+    """Redis forgets what a connection read when it closes; nothing cached through it may stay."""
+    writer = redis_server.client()
+    writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
+    primed(cache)
+    if closing == "client kill":
+        writer.client_kill_filter(_type="normal", skipme=True)
+    else:
+        writer.config_set("timeout", 1)
+        time.sleep(2.5)
+    try:
+        writer.hset(KEY, mapping={"value": b'"Debit"', "computed_at": 2})
+        wait_for(lambda: tuple(cache.read([KEY])[0]) == (b'"Debit"', b"2"), timeout=1.0, interval=0.01,
+                 what="the new value")
+    finally:
+        writer.config_set("timeout", 0)
+
+
+def test_a_flood_of_invalidations_keeps_the_listener_connected(cache, redis_server):
+    writer = redis_server.client()
+    keys = [f"payment_type:{i}".encode() for i in range(2000)]
+    with writer.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hset(key, mapping={"value": b'"Credit"', "computed_at": 1})
+        pipe.execute()
+    primed(cache, keys[0])
+    generation = cache._generation
+    deadline = time.monotonic() + 2.0
+    n = 0
+    while time.monotonic() < deadline:  # 2 s of rewrites, each invalidating what was cached
+        cache.read(keys)
+        with writer.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hset(key, "computed_at", n)
+            pipe.execute()
+        n += 1
+    assert cache._generation == generation, "the listener reconnected although Redis answered"
+    wait_for(lambda: [int(c) for _, c in cache.read(keys)] == [n - 1] * len(keys), timeout=1.0,
+             what="the last invalidations")

@@ -43,8 +43,10 @@ def test_stale_removal_deletes_only_older_values_of_entities_that_are_gone(store
     store.write("f", [(1, b"1"), (2, b"2"), (3, b"3")], computed_at=100)
     store.write("f", [(4, b"4")], computed_at=300)  # written on demand after the run began
     store.redis.hset("f:not-an-id", "value", "x")     # not ours to judge
+    store.redis.hset("f:x1", "value", "x")
+    store.redis.hset("f:-", "value", "x")
     store.redis.hset("g:2", mapping={"value": "1", "computed_at": 1})  # another feature
     removed = store.remove_stale({"f": array("q", [1, 3])}, older_than=200)
     assert removed == {"f": 1}
-    assert store.redis.exists("f:1", "f:3", "f:4", "f:not-an-id", "g:2") == 5
+    assert store.redis.exists("f:1", "f:3", "f:4", "f:not-an-id", "f:x1", "f:-", "g:2") == 7
     assert not store.redis.exists("f:2")
