@@ -18,6 +18,18 @@ EXPECTED = scenario.expected_values()
 TOTAL = sum(len(v) for v in EXPECTED.values())
 
 
+def concurrent_extracts(client, count: int = 8) -> list[str]:
+    """The job ids answered to `count` simultaneous POST /extract?wait=false."""
+    ids: list[str] = []
+    threads = [threading.Thread(target=lambda: ids.append(client.post(f"{BASE}/extract?wait=false")
+                                                           .get_json()["job_id"])) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return ids
+
+
 @pytest.fixture
 def make_app(redis_url):
     apps = []
@@ -36,13 +48,7 @@ def test_a_second_request_joins_the_run_in_progress(make_app, scenario_sqlite, s
     client = make_app(scenario_sqlite)
     first = client.post(f"{BASE}/extract?wait=false").get_json()  # no worker yet: stays queued
     assert first["status"] == "queued" and first["joined"] is False
-    ids = []
-    threads = [threading.Thread(target=lambda: ids.append(client.post(f"{BASE}/extract?wait=false")
-                                                           .get_json()["job_id"])) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    ids = concurrent_extracts(client)
     assert set(ids) == {first["job_id"]}
 
     start_worker(scenario_sqlite)
@@ -57,13 +63,7 @@ def test_a_second_request_joins_the_run_in_progress(make_app, scenario_sqlite, s
 
 def test_concurrent_first_requests_start_one_run(make_app, scenario_sqlite, redis_server):
     client = make_app(scenario_sqlite)
-    ids = []
-    threads = [threading.Thread(target=lambda: ids.append(client.post(f"{BASE}/extract?wait=false")
-                                                           .get_json()["job_id"])) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    ids = concurrent_extracts(client)
     assert len(set(ids)) == 1
     assert redis_server.client().llen("rq:queue:feature-extraction") == 1
 
