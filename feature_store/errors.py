@@ -15,7 +15,3 @@ class WarehouseUnavailable(FeatureStoreError):
 
 class WarehouseDataError(FeatureStoreError):
     """The warehouse answered with a row a feature cannot read (a malformed timestamp, say)."""
-
-
-class ExtractionFailed(FeatureStoreError):
-    """An extraction run failed; the previous values stay served."""

@@ -15,9 +15,9 @@ from sqlalchemy import and_, func, select
 from feature_store.registry import DataType, Entity, Feature, Registry
 from feature_store.warehouse.models import PaymentTransaction, Policy, Quote, User, earliest
 
-USER = Entity("user_id", "users", lambda: User.id)
-QUOTE = Entity("quote_id", "quotes", lambda: Quote.id)
-PAYMENT_TRANSACTION = Entity("payment_transaction_id", "payment_transactions", lambda: PaymentTransaction.id)
+USER = Entity("user_id", "users")
+QUOTE = Entity("quote_id", "quotes")
+PAYMENT_TRANSACTION = Entity("payment_transaction_id", "payment_transactions")
 
 CATALOG_DATE = datetime(2025, 1, 1)
 

@@ -53,13 +53,10 @@ class Entity:
     Attributes:
         entity_type: the id's name in the API (`user_id`).
         table: the warehouse table whose rows are the entities (`users`).
-        id_column: a zero-argument callable returning that table's id column (resolved lazily so
-            this module does not import the warehouse models).
     """
 
     entity_type: str
     table: str
-    id_column: Callable[[], Any]
 
     @staticmethod
     def parse_id(entity_id: str) -> int | None:
@@ -146,13 +143,6 @@ class Registry:
 
     def feature_types(self) -> list[str]:
         return list(self._features)
-
-    def entities(self) -> list[Entity]:
-        """Each entity kind that some feature describes, once."""
-        seen: dict[str, Entity] = {}
-        for feature in self:
-            seen.setdefault(feature.entity.table, feature.entity)
-        return list(seen.values())
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self._features.values())

@@ -22,7 +22,6 @@ JOB_ID_PREFIX = "extract-"
 
 ACTIVE = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED,
           JobStatus.SCHEDULED, JobStatus.READY_TO_ENQUEUE, JobStatus.RATE_LIMITED}
-TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 # RQ's statuses, as the contract names them.
 _CONTRACT_STATUS = {
     JobStatus.FINISHED: "finished",

@@ -26,10 +26,6 @@ class Lookup(NamedTuple):
     computed_at: int | None = None
     error: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
 
 class FeatureServer:
     """Looks up feature values for inference and training."""

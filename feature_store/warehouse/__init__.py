@@ -147,14 +147,6 @@ class Warehouse:
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
 
-    def ping(self) -> None:
-        """Raises WarehouseUnavailable unless a trivial query answers."""
-        try:
-            with self.request_engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        except SQLAlchemyError as exc:
-            raise _unavailable(exc) from exc
-
     def dispose(self) -> None:
         for engine in (self._request_engine, self._batch_engine):
             if engine is not None:
