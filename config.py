@@ -58,6 +58,8 @@ class Config:
     EXTRACT_JOB_TIMEOUT: int = field(default_factory=lambda: _env_int("EXTRACT_JOB_TIMEOUT", 3600))
     # How long finished and failed jobs stay visible at GET /extract/<job_id>.
     EXTRACT_JOB_TTL: int = field(default_factory=lambda: _env_int("EXTRACT_JOB_TTL", 7 * 24 * 3600))
+    # Split each extraction run into this many id-range partitions that workers share (1: one job).
+    EXTRACT_PARTITIONS: int = field(default_factory=lambda: _env_int("EXTRACT_PARTITIONS", 1))
     # Rows per chunk when streaming a feature query, and values per Redis pipeline.
     EXTRACT_CHUNK_SIZE: int = field(default_factory=lambda: _env_int("EXTRACT_CHUNK_SIZE", 10_000))
     # Largest /training request (items), and largest request body (bytes): beyond, 413.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 import sqlite3
+from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -17,6 +19,8 @@ from feature_store.errors import WarehouseDataError, WarehouseUnavailable
 from feature_store.registry import Feature
 
 log = logging.getLogger(__name__)
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Largest id list bound into one IN (...): SQLite allows 32,766 host parameters.
 MAX_IDS_PER_QUERY = 30_000
@@ -147,11 +151,39 @@ class Warehouse:
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
 
+    def id_bounds(self, table: str) -> tuple[int, int] | None:
+        """(smallest, largest) id of `table` (a declared entity table), or None when it is empty."""
+        try:
+            with self.batch_engine.connect() as conn:
+                low, high = conn.execute(text(f"SELECT MIN(id), MAX(id) FROM {_table(table)}")).one()
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        return None if low is None else (int(low), int(high))
+
+    def entity_ids(self, table: str, *, chunk_size: int = 50_000) -> array:
+        """Every id of `table` (a declared entity table), sorted, as 64-bit integers."""
+        ids = array("q")
+        try:
+            with self.batch_engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
+                    text(f"SELECT id FROM {_table(table)} ORDER BY id"))
+                for rows in result.partitions(chunk_size):
+                    ids.extend(row[0] for row in rows)
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        return ids
+
     def dispose(self) -> None:
         for engine in (self._request_engine, self._batch_engine):
             if engine is not None:
                 engine.dispose()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _table(name: str) -> str:
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a table name: {name!r}")
+    return name
 
 
 def _unavailable(exc: SQLAlchemyError) -> WarehouseUnavailable:

@@ -1,0 +1,56 @@
+"""Partitioned extraction runs (EXTRACT_PARTITIONS > 1): workers share a run's id ranges under
+the one job id the API reports, and the store ends up matching the warehouse exactly."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from feature_store import create_app
+from feature_store.warehouse import demo
+from tests.integration.test_faults import assert_store_matches_warehouse
+
+BASE = "/api/v1/features"
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    url = f"sqlite:///{tmp_path / 'partitioned.db'}"
+    demo.generate(url, users=5_000, seed=9)
+    return url
+
+
+@pytest.fixture
+def client(redis_url, warehouse):
+    app = create_app({"REDIS_URL": redis_url, "WAREHOUSE_URL": warehouse})
+    yield app.test_client()
+    app.extensions["feature_store"].warehouse.dispose()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_partitioned_run_matches_the_warehouse(client, warehouse, start_worker, redis_server, workers):
+    for _ in range(workers):
+        start_worker(warehouse, env={"EXTRACT_PARTITIONS": "3", "EXTRACT_CHUNK_SIZE": "500"})
+    response = client.post(f"{BASE}/extract")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    status = client.get(f"{BASE}/extract/{body['job_id']}").get_json()
+    assert status["status"] == "finished" and status["result"]["partitions"] == 3
+    assert_store_matches_warehouse(redis_server.client(), warehouse)
+
+    engine = create_engine(warehouse)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM payment_transactions WHERE id % 5 = 0"))
+        conn.execute(text("UPDATE quotes SET bound_at = NULL WHERE id % 4 = 0"))
+    engine.dispose()
+    again = client.post(f"{BASE}/extract").get_json()
+    assert again["job_id"] != body["job_id"]
+    assert client.get(f"{BASE}/extract/{again['job_id']}").get_json()["result"]["removed"]["payment_type"] > 0
+    assert_store_matches_warehouse(redis_server.client(), warehouse)
+
+
+def test_a_partitioned_run_whose_warehouse_is_gone_fails_with_its_reason(client, tmp_path, start_worker):
+    start_worker(f"sqlite:///{tmp_path / 'gone.db'}", env={"EXTRACT_PARTITIONS": "2"})
+    response = client.post(f"{BASE}/extract")
+    assert response.status_code == 500
+    assert "warehouse" in response.get_json()["error"]
