@@ -1,6 +1,6 @@
 """The benchmark suite (BENCHMARKS.md). Every figure is measured beside its floor in the same run.
 
-    python -m bench.run [--full] [--only inference,training,extraction,memory,cold]
+    python -m bench.run [--full] [--only inference,training,extraction,scaleout,memory,cold]
 
 Quick (default, a few minutes): 20,000-user warehouse for serving, 100,000 users for extraction.
 --full: 1,000,000 users for extraction (about 6 million values), longer wrk runs.
@@ -234,6 +234,38 @@ def bench_extraction(args, report) -> None:
     report["extraction"] = results
 
 
+# --- 4. scale-out -------------------------------------------------------------------------------
+def bench_scaleout(args, report) -> None:
+    users = 1_000_000 if args.full else 100_000
+    results = {}
+    with Deployment() as deployment:
+        deployment.start_redis()
+        deployment.make_sqlite_warehouse(users, path=RESULTS.parent.parent / "var" / f"bench-{users}.db")
+        for name, partitions, workers in [("1 job, 1 worker", 1, 1), ("2 partitions, 1 worker", 2, 1),
+                                          ("2 partitions, 2 workers", 2, 2)]:
+            redis.Redis.from_url(deployment.redis_url, socket_timeout=None).flushall()
+            base = deployment.start_web(EXTRACT_WAIT_SECONDS=1)
+            for _ in range(workers):
+                deployment.start_worker(EXTRACT_PARTITIONS=partitions)
+            started = time.perf_counter()
+            status = extract(base)
+            elapsed = time.perf_counter() - started
+            assert status["status"] == "finished", status
+            values = status["result"]["total_features"]
+            results[name] = {"users": users, "values": values, "seconds": round(elapsed, 1),
+                             "values_per_s": round(values / elapsed)}
+            print(name, json.dumps(results[name]), flush=True)
+            deployment.stop_web()
+            for worker in deployment.workers:
+                if worker.poll() is None:
+                    worker.terminate()
+                    worker.wait(30)
+        base_rate = results["1 job, 1 worker"]["values_per_s"]
+        for result in results.values():
+            result["vs_1_job_1_worker"] = round(result["values_per_s"] / base_rate, 2)
+    report["scaleout"] = results
+
+
 # --- 5. memory per value -------------------------------------------------------------------------
 def bench_memory(args, report) -> None:
     results = {}
@@ -314,7 +346,7 @@ def bench_cold(args, report) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="1M-user extraction, longer load runs")
-    parser.add_argument("--only", default="inference,training,extraction,memory,cold")
+    parser.add_argument("--only", default="inference,training,extraction,scaleout,memory,cold")
     parser.add_argument("--seconds", type=int, default=None, help="duration of each wrk run")
     args = parser.parse_args()
     args.seconds = args.seconds or (20 if args.full else 8)
@@ -322,7 +354,7 @@ def main() -> None:
     report = {"machine": {"cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
                           "python": platform.python_version(), "full": args.full, "wrk_seconds": args.seconds}}
     benches = {"inference": bench_inference, "training": bench_training, "extraction": bench_extraction,
-               "memory": bench_memory, "cold": bench_cold}
+               "scaleout": bench_scaleout, "memory": bench_memory, "cold": bench_cold}
     for name in args.only.split(","):
         started = time.perf_counter()
         benches[name](args, report)
