@@ -33,6 +33,13 @@ class Services:
     warehouse: Warehouse
     store: OnlineStore
 
+    def close(self) -> None:
+        """Release connections and threads (for a process that builds and drops apps: tests)."""
+        self.warehouse.dispose()
+        if self.store.local_cache is not None:
+            self.store.local_cache.close()
+        self.store.redis.close()
+
 
 def startup_line(config: Config) -> str:
     """The first log line: which mode, which stores, whether the API is open."""

@@ -63,9 +63,20 @@ class RedisServer:
     url: str
     port: int
     process: subprocess.Popen
+    _client: redis.Redis | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+        """A client of this server (one, closed by stop())."""
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url)
+        return self._client
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(10)
 
 
 def start_redis_server(port: int | None = None) -> RedisServer:
@@ -87,7 +98,10 @@ def start_redis_server(port: int | None = None) -> RedisServer:
         except redis.ConnectionError:
             return False
 
-    wait_for(up, what=f"redis-server on port {port}")
+    try:
+        wait_for(up, what=f"redis-server on port {port}")
+    finally:
+        client.close()
     return RedisServer(url, port, process)
 
 
@@ -96,8 +110,7 @@ def redis_server():
     """A private redis-server on a free port, for the whole test session."""
     server = start_redis_server()
     yield server
-    server.process.terminate()
-    server.process.wait(10)
+    server.stop()
 
 
 @pytest.fixture
@@ -154,7 +167,7 @@ def embedded_app(scenario_sqlite):
     """The app in embedded mode (fakeredis, inline jobs) over the SQLite scenario warehouse."""
     app = create_app({"REDIS_URL": None, "WAREHOUSE_URL": scenario_sqlite, "EXTRACT_ON_START": False})
     yield app
-    app.extensions["feature_store"].warehouse.dispose()
+    app.extensions["feature_store"].close()
 
 
 @pytest.fixture

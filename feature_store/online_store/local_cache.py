@@ -58,6 +58,7 @@ class LocalCache:
         self._redirect_id: int | None = None  # the listener's client id while it is healthy
         self._generation = 0
         self._started = False
+        self._thread: threading.Thread | None = None
         # Cached reads use connections of their own: RESP2 (no pushes on a data connection) and
         # no other user whose timeouts could close a tracking connection behind our back.
         self._pool = redis.ConnectionPool.from_url(url, protocol=2, socket_timeout=socket_timeout,
@@ -183,7 +184,9 @@ class LocalCache:
         if not self._started:
             with self._start_lock:
                 if not self._started:
-                    threading.Thread(target=self._listen_forever, name="redis-invalidations", daemon=True).start()
+                    self._thread = threading.Thread(target=self._listen_forever, name="redis-invalidations",
+                                                    daemon=True)
+                    self._thread.start()
                     self._started = True
 
     def _listen_forever(self) -> None:
@@ -247,4 +250,6 @@ class LocalCache:
 
     def close(self) -> None:
         self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(2)
         self._pool.disconnect()

@@ -16,7 +16,8 @@ READ, ADMIN = "read-key-1", "admin-key-1"
 def locked(scenario_sqlite):
     app = create_app({"REDIS_URL": None, "WAREHOUSE_URL": scenario_sqlite, "EXTRACT_ON_START": False,
                       "API_KEYS_READ": (READ, "read-key-2"), "API_KEYS_ADMIN": (ADMIN,)})
-    return app.test_client()
+    yield app.test_client()
+    app.extensions["feature_store"].close()
 
 
 def calls(client, headers):

@@ -67,7 +67,7 @@ def fuzzed(tmp_path_factory):
     ALLOWED_SQL.update(_shape(statement) for statement, _ in statements)
     statements.clear()
     yield app, statements
-    app.extensions["feature_store"].warehouse.dispose()
+    app.extensions["feature_store"].close()
 
 
 ALLOWED_SQL: set[str] = set()

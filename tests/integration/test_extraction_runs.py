@@ -41,7 +41,7 @@ def make_app(redis_url):
 
     yield make
     for app in apps:
-        app.extensions["feature_store"].warehouse.dispose()
+        app.extensions["feature_store"].close()
 
 
 def test_a_second_request_joins_the_run_in_progress(make_app, scenario_sqlite, start_worker):

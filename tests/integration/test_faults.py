@@ -33,7 +33,7 @@ def make_app():
 
     yield make
     for app in apps:
-        app.extensions["feature_store"].warehouse.dispose()
+        app.extensions["feature_store"].close()
 
 
 def store_snapshot(client: redis_lib.Redis) -> dict[bytes, dict]:
@@ -120,8 +120,7 @@ def test_redis_stops_and_returns_the_service_recovers_without_a_restart(scenario
         assert response.get_json()["feature_value"] == "Prepaid"  # recomputed: never a wrong value
         assert time.monotonic() - back < 2.0
     finally:
-        server.process.terminate()
-        server.process.wait(10)
+        server.stop()
 
 
 @pytest.fixture

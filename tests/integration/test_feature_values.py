@@ -20,7 +20,7 @@ EXPECTED = scenario.expected_values()
 def real_app(redis_url, warehouse_url):
     app = create_app({"REDIS_URL": redis_url, "WAREHOUSE_URL": warehouse_url})
     yield app
-    app.extensions["feature_store"].warehouse.dispose()
+    app.extensions["feature_store"].close()
 
 
 def test_a_worker_extracts_every_value_exactly(real_app, redis_server, warehouse_url, start_worker):

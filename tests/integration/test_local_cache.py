@@ -119,11 +119,10 @@ def test_when_redis_stops_answering_the_cache_is_dropped_and_reads_fail_fast():
         finally:
             os.kill(server.process.pid, signal.SIGCONT)
         # Back: served again, first from Redis, then cached anew.
-        wait_for(lambda: cache.read([KEY])[0] == (b'"Credit"', b"1"), timeout=2.0, what="recovery")
+        wait_for(lambda: tuple(cache.read([KEY])[0]) == (b'"Credit"', b"1"), timeout=2.0, what="recovery")
     finally:
         cache.close()
-        server.process.terminate()
-        server.process.wait(10)
+        server.stop()
 
 
 @pytest.mark.parametrize("closing", ["client kill", "server idle timeout"])

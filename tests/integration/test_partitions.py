@@ -24,7 +24,7 @@ def warehouse(tmp_path):
 def client(redis_url, warehouse):
     app = create_app({"REDIS_URL": redis_url, "WAREHOUSE_URL": warehouse})
     yield app.test_client()
-    app.extensions["feature_store"].warehouse.dispose()
+    app.extensions["feature_store"].close()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -20,6 +20,20 @@ PROMPT = 2.0
 
 
 @pytest.fixture
+def make_app():
+    apps = []
+
+    def make(**settings):
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["feature_store"].close()
+
+
+@pytest.fixture
 def silent_port():
     """A port that accepts TCP connections and never answers (a stuck server)."""
     listener = socket.socket()
@@ -53,9 +67,9 @@ def requests_of(client):
 
 
 @pytest.mark.parametrize("state", ["refusing", "not answering"])
-def test_redis_down_is_a_prompt_503(scenario_sqlite, silent_port, state):
+def test_redis_down_is_a_prompt_503(scenario_sqlite, silent_port, state, make_app):
     port = free_port() if state == "refusing" else silent_port
-    app = create_app({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "WAREHOUSE_URL": scenario_sqlite})
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{port}/0", WAREHOUSE_URL=scenario_sqlite)
     client = app.test_client()
     for call in requests_of(client):
         response, elapsed = timed(call)
@@ -63,10 +77,10 @@ def test_redis_down_is_a_prompt_503(scenario_sqlite, silent_port, state):
     assert client.get(f"{BASE}/discovery").status_code == 200  # the catalog needs no store
 
 
-def test_a_paused_redis_is_a_prompt_503_and_the_service_recovers_by_itself(scenario_sqlite):
+def test_a_paused_redis_is_a_prompt_503_and_the_service_recovers_by_itself(scenario_sqlite, make_app):
     server = start_redis_server()
     try:
-        app = create_app({"REDIS_URL": server.url, "WAREHOUSE_URL": scenario_sqlite})
+        app = make_app(REDIS_URL=server.url, WAREHOUSE_URL=scenario_sqlite)
         client = app.test_client()
         infer = requests_of(client)[0]
         assert infer().get_json()["feature_value"] == "Credit"
@@ -79,14 +93,13 @@ def test_a_paused_redis_is_a_prompt_503_and_the_service_recovers_by_itself(scena
         response = infer()  # no restart: the next request after Redis returns succeeds
         assert response.status_code == 200 and response.get_json()["feature_value"] == "Credit"
     finally:
-        server.process.terminate()
-        server.process.wait(10)
+        server.stop()
 
 
 @pytest.mark.parametrize("state", ["refusing", "not answering"])
-def test_an_unreachable_warehouse_is_a_prompt_503_on_a_cache_miss(redis_url, silent_port, state):
+def test_an_unreachable_warehouse_is_a_prompt_503_on_a_cache_miss(redis_url, silent_port, state, make_app):
     port = free_port() if state == "refusing" else silent_port
-    app = create_app({"REDIS_URL": redis_url, "WAREHOUSE_URL": f"postgresql://postgres@127.0.0.1:{port}/test"})
+    app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=f"postgresql://postgres@127.0.0.1:{port}/test")
     client = app.test_client()
     for call in requests_of(client)[:2]:
         response, elapsed = timed(call)
@@ -97,9 +110,9 @@ def test_an_unreachable_warehouse_is_a_prompt_503_on_a_cache_miss(redis_url, sil
     assert response.status_code == 200 and response.get_json()["feature_value"] == "Credit"
 
 
-def test_a_missing_sqlite_warehouse_is_503_and_is_not_created(redis_url, tmp_path):
+def test_a_missing_sqlite_warehouse_is_503_and_is_not_created(redis_url, tmp_path, make_app):
     path = tmp_path / "nowhere.db"
-    app = create_app({"REDIS_URL": redis_url, "WAREHOUSE_URL": f"sqlite:///{path}"})
+    app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=f"sqlite:///{path}")
     response, elapsed = timed(requests_of(app.test_client())[0])
     assert_prompt_503(response, elapsed, "warehouse")
     assert not path.exists()
