@@ -171,6 +171,21 @@ def embedded_app(scenario_sqlite):
 
 
 @pytest.fixture
+def make_app():
+    """Build apps from settings (make_app(REDIS_URL=..., ...)); each is closed after the test."""
+    apps = []
+
+    def make(**settings):
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["feature_store"].close()
+
+
+@pytest.fixture
 def client(embedded_app):
     return embedded_app.test_client()
 

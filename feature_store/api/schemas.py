@@ -3,7 +3,7 @@ the API in the OpenAPI document (see openapi.py). Unknown fields in a request ar
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, fields
 
 
 class EntityIdField(fields.Field):
@@ -121,5 +121,3 @@ def first_error(messages, path: str = "") -> str:
         text = "must be a list"
     return f"{path}: {text}" if path else text
 
-
-__all__ = ["ValidationError"]

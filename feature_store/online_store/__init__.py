@@ -130,7 +130,7 @@ class OnlineStore:
         """
         try:
             if self.local_cache is not None:
-                replies = self.local_cache.read([f"{ft}:{eid}".encode("utf-8", "surrogatepass") for ft, eid in keys])
+                replies = self.local_cache.read([key(ft, eid).encode("utf-8", "surrogatepass") for ft, eid in keys])
             elif len(keys) == 1:
                 replies = [self.redis.hmget(key(*keys[0]), FIELDS)]
             else:

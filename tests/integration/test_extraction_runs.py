@@ -31,7 +31,7 @@ def concurrent_extracts(client, count: int = 8) -> list[str]:
 
 
 @pytest.fixture
-def make_app(redis_url):
+def make_client(redis_url):
     apps = []
 
     def make(warehouse_url, **settings):
@@ -44,8 +44,8 @@ def make_app(redis_url):
         app.extensions["feature_store"].close()
 
 
-def test_a_second_request_joins_the_run_in_progress(make_app, scenario_sqlite, start_worker):
-    client = make_app(scenario_sqlite)
+def test_a_second_request_joins_the_run_in_progress(make_client, scenario_sqlite, start_worker):
+    client = make_client(scenario_sqlite)
     first = client.post(f"{BASE}/extract?wait=false").get_json()  # no worker yet: stays queued
     assert first["status"] == "queued" and first["joined"] is False
     ids = concurrent_extracts(client)
@@ -61,24 +61,24 @@ def test_a_second_request_joins_the_run_in_progress(make_app, scenario_sqlite, s
     assert again["job_id"] != first["job_id"] and again["joined"] is False
 
 
-def test_concurrent_first_requests_start_one_run(make_app, scenario_sqlite, redis_server):
-    client = make_app(scenario_sqlite)
+def test_concurrent_first_requests_start_one_run(make_client, scenario_sqlite, redis_server):
+    client = make_client(scenario_sqlite)
     ids = concurrent_extracts(client)
     assert len(set(ids)) == 1
     assert redis_server.client().llen("rq:queue:feature-extraction") == 1
 
 
-def test_a_wait_that_reaches_its_bound_answers_202(make_app, scenario_sqlite):
-    client = make_app(scenario_sqlite, EXTRACT_WAIT_SECONDS=0.3)
+def test_a_wait_that_reaches_its_bound_answers_202(make_client, scenario_sqlite):
+    client = make_client(scenario_sqlite, EXTRACT_WAIT_SECONDS=0.3)
     response = client.post(f"{BASE}/extract")
     assert response.status_code == 202
     assert response.get_json()["status"] == "queued"
     assert client.get(response.get_json()["status_url"]).get_json()["status"] == "queued"
 
 
-def test_a_followed_job_reports_started_then_finished_and_is_kept_a_day(make_app, scenario_sqlite, start_worker,
+def test_a_followed_job_reports_started_then_finished_and_is_kept_a_day(make_client, scenario_sqlite, start_worker,
                                                                          redis_server):
-    client = make_app(scenario_sqlite)
+    client = make_client(scenario_sqlite)
     job_id = client.post(f"{BASE}/extract?wait=false").get_json()["job_id"]
     start_worker(scenario_sqlite)
     status = wait_for(lambda: (s := client.get(f"{BASE}/extract/{job_id}").get_json())["status"] == "finished"
@@ -88,9 +88,9 @@ def test_a_followed_job_reports_started_then_finished_and_is_kept_a_day(make_app
     assert redis_server.client().ttl(f"rq:job:{job_id}") > 86_400
 
 
-def test_a_failed_run_reports_its_error_and_keeps_the_previous_values(make_app, scenario_sqlite, start_worker,
+def test_a_failed_run_reports_its_error_and_keeps_the_previous_values(make_client, scenario_sqlite, start_worker,
                                                                       redis_server, tmp_path):
-    client = make_app(scenario_sqlite)
+    client = make_client(scenario_sqlite)
     worker = start_worker(scenario_sqlite)
     assert client.post(f"{BASE}/extract").status_code == 200
     redis = redis_server.client()
@@ -108,8 +108,8 @@ def test_a_failed_run_reports_its_error_and_keeps_the_previous_values(make_app, 
     assert redis.get(CURRENT_RUN_KEY) is not None  # the slot is freed lazily, by the next request
 
 
-def test_extraction_removes_gone_entities_on_postgresql(make_app, start_worker, redis_server, warehouse_url):
-    client = make_app(warehouse_url)
+def test_extraction_removes_gone_entities_on_postgresql(make_client, start_worker, redis_server, warehouse_url):
+    client = make_client(warehouse_url)
     start_worker(warehouse_url)
     assert client.post(f"{BASE}/extract").status_code == 200
     scenario.execute(warehouse_url, "DELETE FROM payment_transactions WHERE id = :id", id=scenario.HUGE)
@@ -122,9 +122,9 @@ def test_extraction_removes_gone_entities_on_postgresql(make_app, start_worker, 
     assert redis.hget(f"user_policy_time_of_purchase:{scenario.BIG}", "value") == b"null"
 
 
-def test_a_run_that_could_not_be_enqueued_does_not_block_the_next(make_app, scenario_sqlite, start_worker,
+def test_a_run_that_could_not_be_enqueued_does_not_block_the_next(make_client, scenario_sqlite, start_worker,
                                                                   monkeypatch):
-    client = make_app(scenario_sqlite)
+    client = make_client(scenario_sqlite)
     runs = client.application.extensions["feature_store"].runs
     real_enqueue = runs.queue.enqueue_job
 

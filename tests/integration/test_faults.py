@@ -14,26 +14,11 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import create_engine, text
 
-from feature_store import create_app
 from feature_store.features import REGISTRY
 from feature_store.warehouse import Warehouse, demo
 from tests.conftest import start_redis_server, wait_for
 
 BASE = "/api/v1/features"
-
-
-@pytest.fixture
-def make_app():
-    apps = []
-
-    def make(**settings):
-        app = create_app(settings)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["feature_store"].close()
 
 
 def store_snapshot(client: redis_lib.Redis) -> dict[bytes, dict]:

@@ -11,26 +11,11 @@ import time
 
 import pytest
 
-from feature_store import create_app
 from tests.conftest import free_port, start_redis_server
 
 BASE = "/api/v1/features"
 # The contract says "within about a second"; this bound only catches hangs and 5 s defaults.
 PROMPT = 2.0
-
-
-@pytest.fixture
-def make_app():
-    apps = []
-
-    def make(**settings):
-        app = create_app(settings)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["feature_store"].close()
 
 
 @pytest.fixture
