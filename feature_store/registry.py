@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -72,6 +72,13 @@ class Entity:
         return number if INT64_MIN <= number <= INT64_MAX else None
 
 
+def single_input(raw: Any) -> Any:
+    """A feature's default value function: the query's one input is the value."""
+    return raw
+
+
+_U64_MAX = 2**64 - 1
+
 # restrict(id_column) -> SQL condition on the entity ids (or None for every entity).
 EntityRestriction = Callable[[Any], Any] | None
 
@@ -97,7 +104,7 @@ class Feature:
     data_type: DataType
     created_at: datetime
     query: Callable[[EntityRestriction], Any]
-    value: Callable[..., Any] = field(default=lambda raw: raw)
+    value: Callable[..., Any] = single_input
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -110,6 +117,29 @@ class Feature:
         if value is not None:
             value = _TO_JSONABLE[self.data_type](value)
         return orjson.dumps(value)
+
+    def rows_encoder(self) -> Callable[[list[tuple]], list[tuple[int, bytes]]]:
+        """A function from query rows `(entity id, *inputs)` to `[(entity id, encode(inputs))]`.
+
+        Batch extraction encodes millions of rows with it: for a single input of a plain type
+        it encodes in one step what encode() does in several (the same bytes; a property test
+        holds them to it), and falls back to encode() for anything else.
+        """
+        encode = self.encode
+        if self.value is not single_input:
+            return lambda rows: [(row[0], encode(row[1:])) for row in rows]
+        dumps = orjson.dumps
+        if self.data_type is DataType.INTEGER:
+            return lambda rows: [(entity_id, b"%d" % raw if type(raw) is int and INT64_MIN <= raw <= _U64_MAX
+                                  else encode((raw,))) for entity_id, raw in rows]
+        if self.data_type is DataType.STRING:
+            return lambda rows: [(entity_id, dumps(raw) if type(raw) is str else encode((raw,)))
+                                 for entity_id, raw in rows]
+        if self.data_type is DataType.DATETIME:
+            # orjson writes a naive datetime as isoformat() does (fraction only when non-zero).
+            return lambda rows: [(entity_id, dumps(raw) if type(raw) is datetime and raw.tzinfo is None
+                                  else encode((raw,))) for entity_id, raw in rows]
+        return lambda rows: [(row[0], encode(row[1:])) for row in rows]
 
     def describe(self) -> dict[str, Any]:
         """The discovery entry of this feature."""

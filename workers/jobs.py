@@ -17,7 +17,7 @@ from config import Config
 from feature_store.errors import FeatureStoreError
 from feature_store.features import REGISTRY
 from feature_store.online_store import OnlineStore, format_computed_at
-from feature_store.services.extraction import extract_all, extract_values, partition_ranges, remove_gone
+from feature_store.services.extraction import extract_all, extract_values, partition_ranges
 from feature_store.services.partitions import RunPartitions
 from feature_store.warehouse import Warehouse
 
@@ -73,6 +73,7 @@ def _extract_partitioned(job, warehouse: Warehouse, store: OnlineStore, config: 
     plan = run.plan(lambda: {"computed_at": store.run_stamp(),
                              "ranges": partition_ranges(REGISTRY, warehouse, config.EXTRACT_PARTITIONS)})
     started = time.perf_counter()
+    store.begin_run(REGISTRY.feature_types())
     queue = Queue(job.origin, connection=job.connection, serializer="json")
     for index, ranges in enumerate(plan["ranges"]):
         part_id = f"{job.id}-p{index}"
@@ -103,7 +104,8 @@ def _extract_partitioned(job, warehouse: Warehouse, store: OnlineStore, config: 
             last_cleanup = time.monotonic()
         time.sleep(0.2)
     removal = time.perf_counter()
-    removed = remove_gone(REGISTRY, warehouse, store, plan["computed_at"])
+    removed = store.remove_stale(REGISTRY.feature_types(), plan["computed_at"], len(plan["ranges"]),
+                                 plan["computed_at"])
     counts = {f.feature_type: sum(part[f.feature_type] for part in done.values()) for f in REGISTRY}
     return {"features_extracted": counts, "total_features": sum(counts.values()), "removed": removed,
             "computed_at": format_computed_at(plan["computed_at"]), "partitions": len(plan["ranges"]),
@@ -139,7 +141,8 @@ def _run_partition(run: RunPartitions, index: int, ranges: dict, computed_at: in
     try:
         existing = extract_values(REGISTRY, warehouse, store, computed_at=computed_at,
                                   chunk_size=config.EXTRACT_CHUNK_SIZE, stages={},
-                                  id_ranges={table: tuple(bounds) for table, bounds in ranges.items()})
+                                  id_ranges={table: tuple(bounds) for table, bounds in ranges.items()},
+                                  part=index)
     except FeatureStoreError as exc:
         run.failed(index, f"partition {index}: {exc}")
         raise

@@ -12,10 +12,10 @@ on Redis Cluster.
 
 from __future__ import annotations
 
-import bisect
 import time
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feature_store.errors import StoreUnavailable
+from feature_store.online_store.id_records import IdRecords, on_demand_key
 from feature_store.online_store.local_cache import LocalCache
 
 EPOCH = datetime(1970, 1, 1)
@@ -32,13 +33,19 @@ FIELDS = ("value", "computed_at")
 
 # Delete a value only if it is not newer than the run that found its entity gone: a value written
 # after the run's second (on demand, for an entity created after the run's snapshot) stays. A value
-# without a readable computed_at is not in the layout and goes too.
+# without a readable computed_at (or not a hash) is not in the layout and goes too.
+# Returns 1 when deleted, 0 when there was nothing, -1 when kept.
 _DELETE_IF_OLDER = """
-local computed_at = tonumber(redis.call('HGET', KEYS[1], 'computed_at')) or 0
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return 0 end
+local computed_at = 0
+if kind == 'hash' then
+  computed_at = tonumber(redis.call('HGET', KEYS[1], 'computed_at')) or 0
+end
 if computed_at <= tonumber(ARGV[1]) then
   return redis.call('DEL', KEYS[1])
 end
-return 0
+return -1
 """
 
 
@@ -112,6 +119,7 @@ class OnlineStore:
         self._raw_protocol = not type(client).__module__.startswith("fakeredis")
         self._delete_if_older = client.register_script(_DELETE_IF_OLDER)
         self._next_run_stamp = client.register_script(_NEXT_RUN_STAMP)
+        self.records = IdRecords(client, self._delete_if_older)
 
     def run_stamp(self) -> int:
         """The computed_at of a new extraction run: now, or just after the previous run's."""
@@ -142,92 +150,130 @@ class OnlineStore:
             raise _store_error(exc) from exc
         return [_checked(value, computed_at) for value, computed_at in replies]
 
-    def write(self, feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int) -> int:
+    def write(self, feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int, *,
+              on_demand: bool = False) -> int:
         """Store each (entity id, value JSON) of one feature with `computed_at`; returns the count.
 
         Each value is one HSET of both fields, so no reader sees a value beside another run's
-        computed_at.
+        computed_at. With `on_demand` (values computed outside an extraction run), their ids are
+        added to the feature's on-demand id set after the values, so that the next run checks them
+        (see id_records.py).
 
         Raises:
             StoreUnavailable: Redis is unreachable or did not answer in time.
         """
+        values = list(values)
+        if not values:
+            return 0
         try:
             if not self._raw_protocol:
-                count = 0
                 with self.redis.pipeline(transaction=False) as pipe:
                     for entity_id, value in values:
                         pipe.execute_command("HSET", f"{feature_type}:{entity_id}", "value", value,
                                              "computed_at", computed_at)
-                        count += 1
-                    if count:
-                        pipe.execute()
-                return count
-            return self._write_packed(feature_type, values, computed_at)
+                    if on_demand:
+                        pipe.sadd(on_demand_key(feature_type), *(str(entity_id) for entity_id, _ in values))
+                    pipe.execute()
+                return len(values)
+            payload = _pack_hsets(feature_type, values, computed_at)
+            if on_demand:
+                payload += _pack_command([b"SADD", on_demand_key(feature_type).encode(),
+                                          *(str(entity_id).encode() for entity_id, _ in values)])
+            conn = self.redis.connection_pool.get_connection()
+            try:
+                conn.send_packed_command([payload])
+                for _ in range(len(values) + on_demand):
+                    conn.read_response()
+            except BaseException:
+                conn.disconnect()
+                raise
+            finally:
+                self.redis.connection_pool.release(conn)
+            return len(values)
         except redis.RedisError as exc:
             raise _store_error(exc) from exc
 
-    def _write_packed(self, feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int) -> int:
-        # Batch extraction's hot loop: the HSETs are packed into one RESP buffer here (a third of
-        # the cost of building them through redis-py's pipeline), sent at once, and every reply
-        # is read back so that an error reply still fails the write.
-        prefix = feature_type.encode() + b":"
-        stamp = str(computed_at).encode()
-        tail = b"$11\r\ncomputed_at\r\n$%d\r\n%s\r\n" % (len(stamp), stamp)
-        parts = []
-        for entity_id, value in values:
-            name = prefix + str(entity_id).encode()
-            parts.append(b"*6\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n$5\r\nvalue\r\n$%d\r\n%s\r\n%s"
-                         % (len(name), name, len(value), value, tail))
-        if not parts:
-            return 0
+    @contextmanager
+    def batch_writer(self, computed_at: int) -> Iterator[Callable[[str, list[tuple[object, bytes]]], None]]:
+        """A writer for an extraction run's values: `write(feature_type, chunk)` stores each
+        (entity id, value JSON) of the chunk with `computed_at`, as write() does.
+
+        One connection, and one chunk in flight: each chunk is packed while Redis still executes
+        the previous one, whose replies are read (an error reply fails the write) just before the
+        new chunk is sent. Every reply has been read when the block ends without error.
+
+        Raises:
+            StoreUnavailable: Redis is unreachable, did not answer in time or refused a command.
+        """
+        if not self._raw_protocol:
+            yield lambda feature_type, chunk: self.write(feature_type, chunk, computed_at) and None
+            return
         pool = self.redis.connection_pool
         conn = pool.get_connection()
-        try:
-            conn.send_packed_command([b"".join(parts)])
-            for _ in parts:
+        in_flight = 0
+
+        def write(feature_type: str, chunk: list[tuple[object, bytes]]) -> None:
+            nonlocal in_flight
+            if not chunk:
+                return
+            payload = _pack_hsets(feature_type, chunk, computed_at)
+            for _ in range(in_flight):
                 conn.read_response()
+            in_flight = 0
+            conn.send_packed_command([payload])
+            in_flight = len(chunk)
+
+        try:
+            yield write
+            for _ in range(in_flight):
+                conn.read_response()
+        except redis.RedisError as exc:
+            conn.disconnect()
+            raise _store_error(exc) from exc
         except BaseException:
             conn.disconnect()
             raise
         finally:
             pool.release(conn)
-        return len(parts)
 
-    def remove_stale(self, existing: dict[str, array], older_than: int, scan_count: int = 10_000) -> dict[str, int]:
-        """Delete the values of entities that no longer exist: for each feature type, keys whose
-        entity id is not in its sorted `existing` ids and whose value was computed no later than
-        `older_than` (the run's stamp; the run itself wrote only ids in `existing`). One SCAN over
-        the keyspace serves every feature; keys of other shapes
-        are left alone. Returns the count deleted per feature type.
-        """
+    # --- extraction runs' id records (see id_records.py) -----------------------------------------
+    def begin_run(self, feature_types: Sequence[str]) -> dict[str, int]:
+        """Before a run writes: make sure every feature type has an id record."""
         try:
-            return self._remove_stale(existing, older_than, scan_count)
+            return self.records.begin_run(feature_types)
         except redis.RedisError as exc:
             raise _store_error(exc) from exc
 
-    def _remove_stale(self, existing: dict[str, array], older_than: int, scan_count: int) -> dict[str, int]:
-        wanted = {feature_type.encode(): ids for feature_type, ids in existing.items()}
-        stale: list[bytes] = []
-        cursor = 0
-        while True:
-            cursor, keys = self.redis.scan(cursor, count=scan_count)
-            for raw_key in keys:
-                feature_type, _, id_text = raw_key.partition(b":")
-                ids = wanted.get(feature_type)
-                if ids is None or not (id_text.isdigit() or id_text[:1] == b"-" and id_text[1:].isdigit()):
-                    continue
-                entity_id = int(id_text)
-                at = bisect.bisect_left(ids, entity_id)
-                if at == len(ids) or ids[at] != entity_id:
-                    stale.append(raw_key)
-            if cursor == 0:
-                break
-        deleted = {feature_type: 0 for feature_type in existing}
-        for start in range(0, len(stale), 1000):
-            batch = stale[start:start + 1000]
-            with self.redis.pipeline(transaction=False) as pipe:
-                for stale_key in batch:
-                    self._delete_if_older(keys=[stale_key], args=[older_than], client=pipe)
-                for stale_key, removed in zip(batch, pipe.execute(), strict=True):
-                    deleted[stale_key.partition(b":")[0].decode()] += removed
-        return deleted
+    def note_run_ids(self, feature_type: str, run: int, part: int, ids: array) -> None:
+        """Before part `part` of run `run` writes the values of `ids` (sorted): record them."""
+        try:
+            self.records.note_part(feature_type, run, part, ids)
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+
+    def remove_stale(self, feature_types: Sequence[str], run: int, parts: int, older_than: int) -> dict[str, int]:
+        """After every part of run `run` wrote: delete the values of entities the run did not
+        find (unless computed after `older_than`); returns the count deleted per feature type."""
+        try:
+            return self.records.finish_run(feature_types, run, parts, older_than)
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+
+
+def _pack_command(args: Sequence[bytes]) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)
+
+
+def _pack_hsets(feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int) -> bytes:
+    # Batch extraction's hot loop: the HSETs packed into one RESP buffer (a third of the cost of
+    # building them through redis-py's pipeline).
+    prefix = feature_type.encode() + b":"
+    stamp = str(computed_at).encode()
+    tail = b"$11\r\ncomputed_at\r\n$%d\r\n%s\r\n" % (len(stamp), stamp)
+    command = b"*6\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n$5\r\nvalue\r\n$%d\r\n%s\r\n" + tail
+    parts = []
+    append = parts.append
+    for entity_id, value in values:
+        name = prefix + str(entity_id).encode()
+        append(command % (len(name), name, len(value), value))
+    return b"".join(parts)

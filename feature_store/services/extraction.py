@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import marshal
+import operator
 import tempfile
 import time
 from array import array
@@ -25,16 +26,17 @@ def _query_to_spool(warehouse: Warehouse, feature, spool, chunk_size: int,
         marshal.dump(chunk, spool)
         ids.extend(entity_id for entity_id, _ in chunk)
     marshal.dump(None, spool)
-    if any(ids[i] > ids[i + 1] for i in range(len(ids) - 1)):
+    if not all(map(operator.le, ids, ids[1:])):
         ids = array("q", sorted(ids))
     return ids
 
 
 def extract_values(registry: Registry, warehouse: Warehouse, store: OnlineStore, *, computed_at: int,
                    chunk_size: int, stages: dict[str, float], id_ranges: dict[str, tuple[int, int]] | None = None,
-                   on_progress: Callable[[dict], None] | None = None) -> dict[str, array]:
+                   part: int = 0, on_progress: Callable[[dict], None] | None = None) -> dict[str, array]:
     """Phases 1 and 2 of a run (see extract_all), for every entity or, with `id_ranges`
-    ({entity table: [lo, hi)}), for one partition. Returns each feature's sorted entity ids."""
+    ({entity table: [lo, hi)}), for partition `part`. Returns each feature's sorted entity ids.
+    The run is named by its `computed_at` stamp."""
     progress = on_progress or (lambda update: None)
     spools = {f.feature_type: tempfile.TemporaryFile(prefix=f"feature-store-{f.feature_type}-") for f in registry}
     try:
@@ -50,11 +52,14 @@ def extract_values(registry: Registry, warehouse: Warehouse, store: OnlineStore,
         progress({"phase": "write", "counts": counts})
 
         started = time.perf_counter()
-        for feature in registry:
-            spool = spools[feature.feature_type]
-            spool.seek(0)
-            while (chunk := marshal.load(spool)) is not None:
-                store.write(feature.feature_type, chunk, computed_at)
+        for feature_type, ids in existing.items():
+            store.note_run_ids(feature_type, computed_at, part, ids)
+        with store.batch_writer(computed_at) as write:
+            for feature in registry:
+                spool = spools[feature.feature_type]
+                spool.seek(0)
+                while (chunk := marshal.load(spool)) is not None:
+                    write(feature.feature_type, chunk)
         stages["write"] = stages.get("write", 0.0) + time.perf_counter() - started
     finally:
         for spool in spools.values():
@@ -76,12 +81,6 @@ def partition_ranges(registry: Registry, warehouse: Warehouse, partitions: int) 
     return plans
 
 
-def remove_gone(registry: Registry, warehouse: Warehouse, store: OnlineStore, computed_at: int) -> dict[str, int]:
-    """Phase 3 for a partitioned run: the warehouse's current ids of each entity table decide."""
-    ids = {table: warehouse.entity_ids(table) for table in {f.entity.table for f in registry}}
-    return store.remove_stale({f.feature_type: ids[f.entity.table] for f in registry}, computed_at)
-
-
 def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *, chunk_size: int,
                 on_progress: Callable[[dict], None] | None = None) -> dict:
     """Compute every feature for every entity and store the values; then remove the values of
@@ -96,7 +95,9 @@ def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *,
          computed_at. Values are overwritten in place, so a reader always finds either the
          previous value or the new one.
       3. remove stale: only after every write succeeded, values of entities absent from the run's
-         snapshot (and not written since the run began) are deleted.
+         snapshot (and not written since the run began) are deleted. The candidates come from the
+         feature's id record (the ids of the previous run and of values computed on demand; see
+         online_store/id_records.py), not from a scan of the keyspace.
 
     Args:
         chunk_size: rows per streamed chunk and values per pipeline.
@@ -112,13 +113,16 @@ def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *,
     """
     computed_at = store.run_stamp()
     stages: dict[str, float] = {}
+    started = time.perf_counter()
+    store.begin_run(registry.feature_types())
+    stages["prepare"] = time.perf_counter() - started
     existing = extract_values(registry, warehouse, store, computed_at=computed_at, chunk_size=chunk_size,
                               stages=stages, on_progress=on_progress)
     counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
     progress = on_progress or (lambda update: None)
     progress({"phase": "remove_stale", "counts": counts})
     started = time.perf_counter()
-    removed = store.remove_stale(existing, computed_at)
+    removed = store.remove_stale(registry.feature_types(), computed_at, 1, computed_at)
     stages["remove_stale"] = time.perf_counter() - started
     log.info("extraction done: %s values, removed %s", sum(counts.values()), removed)
 

@@ -72,7 +72,8 @@ class FeatureServer:
             feature = self.registry.get(feature_type)
             computed_at = now_seconds()
             values = self.warehouse.compute(feature, (int(requests[i][1]) for i in positions))
-            self.store.write(feature_type, ((str(eid), v) for eid, v in values.items()), computed_at)
+            self.store.write(feature_type, ((str(eid), v) for eid, v in values.items()), computed_at,
+                             on_demand=True)
             for i in positions:
                 entity_id = requests[i][1]
                 value = values.get(int(entity_id))

@@ -6,12 +6,11 @@ import concurrent.futures
 import logging
 import re
 import sqlite3
-from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -138,15 +137,18 @@ class Warehouse:
         if id_range is not None:
             lo, hi = id_range
             restrict = lambda col: (col >= lo) & (col < hi)  # noqa: E731
-        encode = feature.encode
+        statement = feature.query(restrict)
+        encode = feature.rows_encoder()
         try:
             with self.batch_engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
-                    feature.query(restrict)
-                )
+                if conn.dialect.name in _RAW_DIALECTS:
+                    for rows in _raw_rows(conn, statement, chunk_size):
+                        yield encode(rows)
+                    return
+                result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(statement)
                 for rows in result.partitions(chunk_size):
-                    yield [(row[0], encode(row[1:])) for row in rows]
-        except SQLAlchemyError as exc:
+                    yield encode(rows)
+        except (SQLAlchemyError, _DriverError) as exc:
             raise _unavailable(exc) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
@@ -160,24 +162,59 @@ class Warehouse:
             raise _unavailable(exc) from exc
         return None if low is None else (int(low), int(high))
 
-    def entity_ids(self, table: str, *, chunk_size: int = 50_000) -> array:
-        """Every id of `table` (a declared entity table), sorted, as 64-bit integers."""
-        ids = array("q")
-        try:
-            with self.batch_engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
-                    text(f"SELECT id FROM {_table(table)} ORDER BY id"))
-                for rows in result.partitions(chunk_size):
-                    ids.extend(row[0] for row in rows)
-        except SQLAlchemyError as exc:
-            raise _unavailable(exc) from exc
-        return ids
-
     def dispose(self) -> None:
         for engine in (self._request_engine, self._batch_engine):
             if engine is not None:
                 engine.dispose()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# Dialects whose batch queries are read straight from the DBAPI cursor (a server-side cursor on
+# PostgreSQL): SQLAlchemy's Row objects cost more than the query itself at millions of rows.
+_RAW_DIALECTS = frozenset({"sqlite", "postgresql"})
+
+
+class _DriverError(Exception):
+    """A DBAPI driver's own error, raised by a query read straight from its cursor."""
+
+
+def _raw_rows(conn: Connection, statement, chunk_size: int) -> Iterator[list[tuple]]:
+    """The rows of `statement` in chunks, as tuples converted by the columns' SQLAlchemy types
+    (the same result processors SQLAlchemy applies), read from the DBAPI cursor."""
+    dialect = conn.dialect
+    compiled = statement.compile(dialect=dialect)
+    params = compiled.construct_params()
+    if compiled.positional:
+        params = tuple(params[name] for name in compiled.positiontup)
+    processors = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                  for column in statement.selected_columns]
+    converting = [(i, process) for i, process in enumerate(processors) if process is not None]
+    driver = conn.connection.driver_connection
+    cursor = driver.cursor(name="feature_store_batch") if dialect.name == "postgresql" else driver.cursor()
+    try:
+        try:
+            cursor.execute(compiled.string, params)
+            rows = cursor.fetchmany(chunk_size)
+        except dialect.loaded_dbapi.Error as exc:
+            raise _DriverError(exc.__class__.__name__) from exc
+        while rows:
+            if converting:
+                if len(converting) == 1 and len(processors) == 2 and converting[0][0] == 1:
+                    process = converting[0][1]
+                    rows = [(row[0], process(row[1])) for row in rows]
+                else:
+                    rows = [tuple(process(value) if process else value
+                                  for process, value in zip(processors, row, strict=True)) for row in rows]
+            yield rows
+            try:
+                rows = cursor.fetchmany(chunk_size)
+            except dialect.loaded_dbapi.Error as exc:
+                raise _DriverError(exc.__class__.__name__) from exc
+    finally:
+        try:
+            cursor.close()
+        except dialect.loaded_dbapi.Error:
+            pass  # the connection broke; its pool discards it
 
 
 def _table(name: str) -> str:
@@ -186,7 +223,7 @@ def _table(name: str) -> str:
     return name
 
 
-def _unavailable(exc: SQLAlchemyError) -> WarehouseUnavailable:
+def _unavailable(exc: Exception) -> WarehouseUnavailable:
     # The full error goes to the log; clients get a plain statement without SQL or hosts.
     log.warning("warehouse error: %s", exc.__class__.__name__, exc_info=exc)
     return WarehouseUnavailable("the warehouse is unreachable or failed to answer")

@@ -15,6 +15,7 @@ from sqlalchemy import event
 
 from feature_store import create_app
 from feature_store.features import REGISTRY
+from feature_store.online_store.id_records import on_demand_key
 from tests import scenario
 
 BASE = "/api/v1/features"
@@ -127,7 +128,11 @@ def test_any_entity_id_touches_only_its_own_key(fuzzed, feature_type, entity_id)
     written = set(redis.keys("*")) - before
     if isinstance(entity_id, bool) or not isinstance(entity_id, int | str):
         assert response.status_code == 400
-    assert written <= {f"{feature_type}:{entity_id}".encode("utf-8", "surrogatepass")}
+    value_key = f"{feature_type}:{entity_id}".encode("utf-8", "surrogatepass")
+    # Its value, and its id in the feature's on-demand id set (which the next run checks).
+    assert written <= {value_key, on_demand_key(feature_type).encode()}
+    if value_key in written:
+        assert redis.sismember(on_demand_key(feature_type), str(entity_id))
     if response.status_code == 200:
         assert (feature_type, str(entity_id)) in EXISTING
     check_store(app)

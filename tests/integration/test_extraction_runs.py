@@ -137,3 +137,22 @@ def test_a_run_that_could_not_be_enqueued_does_not_block_the_next(make_client, s
     start_worker(scenario_sqlite)
     response = client.post(f"{BASE}/extract")
     assert response.status_code == 200 and response.get_json()["joined"] is False
+
+
+def test_a_value_computed_on_demand_goes_with_its_entity_at_the_next_run(make_client, start_worker, redis_server,
+                                                                         warehouse_url):
+    client = make_client(warehouse_url)
+    start_worker(warehouse_url)
+    assert client.post(f"{BASE}/extract").status_code == 200
+    scenario.execute(warehouse_url, "INSERT INTO payment_transactions (id, policy_id, amount_cents, payment_type, "
+                     "status, created_at) VALUES (77, 200, 5, 'Prepaid', 'failed', '2024-05-01 00:00:00')")
+    answer = client.post(f"{BASE}/inference", json={"feature_type": "payment_type", "entity_id": "77"}).get_json()
+    assert answer["feature_value"] == "Prepaid"  # not in the last run: computed on demand, and stored
+    redis = redis_server.client()
+    assert redis.exists("payment_type:77")
+    scenario.execute(warehouse_url, "DELETE FROM payment_transactions WHERE id = 77")
+    body = client.post(f"{BASE}/extract").get_json()
+    status = client.get(f"{BASE}/extract/{body['job_id']}").get_json()
+    assert status["result"]["removed"]["payment_type"] == 1
+    assert not redis.exists("payment_type:77")
+    assert client.post(f"{BASE}/inference", json={"feature_type": "payment_type", "entity_id": "77"}).status_code == 404

@@ -3,6 +3,8 @@
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feature_store.features import REGISTRY, _whole_seconds
 from feature_store.registry import DataType, Entity, Feature, Registry
@@ -65,3 +67,37 @@ def test_feature_types_are_snake_case_so_keys_and_scan_patterns_stay_literal():
     with pytest.raises(ValueError):
         Feature(feature_type="bad:type*", name="x", description="x", entity=REGISTRY.get("payment_type").entity,
                 data_type=DataType.STRING, created_at=datetime(2025, 1, 1), query=lambda restrict: None)
+
+
+def _outcome(call):
+    try:
+        return call()
+    except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+        return type(exc).__mro__[1:]  # the kind of failure (orjson's own error subclasses TypeError)
+
+
+ANY_INPUT = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False),
+    st.text(), st.datetimes(), st.datetimes(timezones=st.timezones()), st.just("12"),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data_type=st.sampled_from(list(DataType)), inputs=st.lists(ANY_INPUT, max_size=20))
+def test_batch_encoding_gives_the_bytes_encode_gives(data_type, inputs):
+    feature = Feature(feature_type="f", name="F", description="", entity=Entity("f_id", "fs"),
+                      data_type=data_type, created_at=datetime(2025, 1, 1), query=lambda restrict: None)
+    rows = [(i, value) for i, value in enumerate(inputs)]
+    batch = _outcome(lambda: feature.rows_encoder()(rows))
+    one_by_one = _outcome(lambda: [(i, feature.encode((value,))) for i, value in rows])
+    assert batch == one_by_one
+
+
+def test_every_declared_feature_encodes_batches_as_it_encodes_one_row():
+    start = datetime(2024, 1, 1, 12, 0, 0, 500)
+    samples = {"user_policy_time_of_purchase": [(start,), (None,)],
+               "quote_creation_to_binding_time": [(start, start + timedelta(seconds=61)), (start, None)],
+               "user_failed_transaction_count": [(0,), (12,)], "payment_type": [("Credit",), ("Débit \"x\"",)]}
+    for feature in REGISTRY:
+        rows = [(i, *inputs) for i, inputs in enumerate(samples[feature.feature_type])]
+        assert feature.rows_encoder()(rows) == [(row[0], feature.encode(row[1:])) for row in rows]

@@ -1,0 +1,246 @@
+"""Which entity ids may have a stored value, per feature type: how an extraction run finds the
+values of gone entities without scanning the whole keyspace.
+
+Keys, per feature type F (every command names one key, so this runs on Redis Cluster too):
+
+    feature-store:ids:F                     the record: ids whose value the store may hold
+    feature-store:ids:F:run:{stamp}:{part}  the ids one part of a run is writing (written first)
+    feature-store:ids:F:pending             set of the names of such per-part id lists
+    feature-store:ids:F:on-demand           set of ids whose values were computed on demand
+
+Invariant: the id of every stored value of F is in the record, in a pending list or in the
+on-demand set. Each list is written before the values it names, and every step of a run's
+reconciliation writes the new record before it drops what the record now covers, so a failure at
+any point leaves the invariant true (the record may then name ids without a value: it is a
+superset, and a later run checks them).
+
+Id lists are stored as sorted 64-bit ids, delta-encoded and zlib-compressed: a million
+consecutive ids take a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import operator
+import struct
+import sys
+import zlib
+from array import array
+from collections.abc import Iterable, Sequence
+from itertools import accumulate
+
+import redis
+
+log = logging.getLogger(__name__)
+
+_FORMAT = b"ids1"
+_FIRST = struct.Struct("<q")
+
+
+def record_key(feature_type: str) -> str:
+    return f"feature-store:ids:{feature_type}"
+
+
+def pending_key(feature_type: str) -> str:
+    return f"feature-store:ids:{feature_type}:pending"
+
+
+def on_demand_key(feature_type: str) -> str:
+    return f"feature-store:ids:{feature_type}:on-demand"
+
+
+def part_key(feature_type: str, run: int, part: int) -> str:
+    return f"feature-store:ids:{feature_type}:run:{run}:{part}"
+
+
+def encode_ids(ids: array) -> bytes:
+    """A sorted array('q') of ids as stored (see decode_ids)."""
+    if not ids:
+        return _FORMAT
+    deltas = array("Q", map(operator.sub, ids[1:], ids))
+    if sys.byteorder == "big":
+        deltas.byteswap()
+    return _FORMAT + zlib.compress(_FIRST.pack(ids[0]) + deltas.tobytes(), 6)
+
+
+def decode_ids(blob: bytes) -> array:
+    """The sorted array('q') of ids that encode_ids stored in `blob`.
+
+    Raises:
+        ValueError: `blob` is not an id list.
+    """
+    if not blob.startswith(_FORMAT):
+        raise ValueError("not an id list")
+    if len(blob) == len(_FORMAT):
+        return array("q")
+    try:
+        data = zlib.decompress(blob[len(_FORMAT):])
+    except zlib.error as exc:
+        raise ValueError("not an id list") from exc
+    if len(data) < _FIRST.size or (len(data) - _FIRST.size) % 8:
+        raise ValueError("not an id list")
+    deltas = array("Q")
+    deltas.frombytes(data[_FIRST.size:])
+    if sys.byteorder == "big":
+        deltas.byteswap()
+    return array("q", accumulate(deltas, initial=_FIRST.unpack_from(data)[0]))
+
+
+def _minus(ids: Iterable[int], sorted_ids: array) -> list[int]:
+    """The ids not in `sorted_ids`."""
+    result = []
+    size = len(sorted_ids)
+    for entity_id in ids:
+        at = bisect.bisect_left(sorted_ids, entity_id)
+        if at == size or sorted_ids[at] != entity_id:
+            result.append(entity_id)
+    return result
+
+
+def _union(sorted_ids: array, extra: Sequence[int]) -> array:
+    return array("q", sorted({*sorted_ids, *extra})) if extra else sorted_ids
+
+
+def parse_stored_id(text: bytes) -> int | None:
+    """The id of a key's `{entity_id}` part, or None when it is not a canonical 64-bit id."""
+    body = text[1:] if text[:1] == b"-" else text
+    if not body.isdigit() or len(text) > 20 or (body[:1] == b"0" and (len(body) > 1 or text != body)):
+        return None
+    number = int(text)
+    return number if -(2**63) <= number < 2**63 else None
+
+
+class IdRecords:
+    """Keeps the per-feature id records and removes the values of gone entities with them."""
+
+    def __init__(self, client: redis.Redis, delete_if_older) -> None:
+        self.redis = client
+        # delete_if_older(keys=[key], args=[stamp], client=pipe): 1 deleted, 0 absent, -1 newer.
+        self._delete_if_older = delete_if_older
+
+    # --- writers --------------------------------------------------------------------------------
+    def begin_run(self, feature_types: Sequence[str], scan_count: int = 10_000) -> dict[str, int]:
+        """Before a run writes anything: give every feature type a record. A feature type without
+        one (a store written before records existed, or one whose record was lost) gets it from a
+        SCAN of the keyspace, once. Returns how many ids each scanned feature type's record got."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for feature_type in feature_types:
+                pipe.exists(record_key(feature_type))
+            missing = [ft for ft, present in zip(feature_types, pipe.execute(), strict=True) if not present]
+        if not missing:
+            return {}
+        scanned = self.scan_ids(missing, scan_count)
+        for feature_type, ids in scanned.items():
+            self.redis.set(record_key(feature_type), encode_ids(ids), nx=True)
+        return {feature_type: len(ids) for feature_type, ids in scanned.items()}
+
+    def note_part(self, feature_type: str, run: int, part: int, ids: array) -> None:
+        """Before a run's part writes the values of `ids` (sorted): keep their list."""
+        name = part_key(feature_type, run, part)
+        self.redis.set(name, encode_ids(ids))
+        self.redis.sadd(pending_key(feature_type), name)
+
+    # --- a run's end ----------------------------------------------------------------------------
+    def finish_run(self, feature_types: Sequence[str], run: int, parts: int, older_than: int,
+                   scan_count: int = 10_000) -> dict[str, int]:
+        """After every part of run `run` wrote its values: delete the values of the ids that the
+        record, other runs' lists or the on-demand set name but this run did not write, unless
+        they were computed after `older_than` (the run's stamp). Then the record holds this run's
+        ids (and any kept). Returns the count deleted per feature type."""
+        return {feature_type: self._finish(feature_type, run, parts, older_than, scan_count)
+                for feature_type in feature_types}
+
+    def _finish(self, feature_type: str, run: int, parts: int, older_than: int, scan_count: int) -> int:
+        record_name = record_key(feature_type)
+        own_prefix = part_key(feature_type, run, 0)[:-1].encode()
+        names = sorted(self.redis.smembers(pending_key(feature_type)))
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(record_name)
+            for name in names:
+                pipe.get(name)
+            record_blob, *blobs = pipe.execute()
+        own: dict[int, bytes] = {}
+        others: list[bytes | None] = []
+        for name, blob in zip(names, blobs, strict=True):
+            if name.startswith(own_prefix) and name[len(own_prefix):].isdigit():
+                if blob is not None:
+                    own[int(name[len(own_prefix):])] = blob
+            else:
+                others.append(blob)
+        if sorted(own) != list(range(parts)):
+            # Without every list of its own, the run cannot tell which values it wrote: leave
+            # everything (the record and the lists stay, so a later run checks them).
+            log.warning("%s: run %s lacks id lists of its parts %s; nothing removed", feature_type, run,
+                        sorted(set(range(parts)) - set(own)))
+            return 0
+        on_demand_members = list(self.redis.sscan_iter(on_demand_key(feature_type), count=scan_count))
+        on_demand = [i for i in map(parse_stored_id, on_demand_members) if i is not None]
+
+        run_ids = decode_ids(own[0]) if parts == 1 else _concatenated([decode_ids(own[p]) for p in range(parts)])
+        if record_blob is None or None in others:
+            # A record or a list was lost (evicted, deleted by hand): fall back to the keyspace.
+            log.warning("%s: an id record is missing; scanning the keyspace", feature_type)
+            old = self.scan_ids([feature_type], scan_count)[feature_type]
+        elif parts == 1 and record_blob == own[0]:
+            old = None  # the same ids as the last run: the common case
+        else:
+            old = decode_ids(record_blob)
+        candidates: set[int] = set()
+        if old is not None and old != run_ids and not (len(old) <= len(run_ids) and run_ids[:len(old)] == old):
+            candidates.update(_minus(old, run_ids))
+        for blob in others:
+            candidates.update(_minus(decode_ids(blob), run_ids))
+        candidates.update(_minus(on_demand, run_ids))
+        stale = sorted(candidates)
+
+        # 1. The record covers this run's ids and every candidate, before anything is dropped.
+        run_blob = own[0] if parts == 1 else encode_ids(run_ids)
+        if stale or record_blob != run_blob:
+            self.redis.set(record_name, encode_ids(_union(run_ids, stale)) if stale else run_blob)
+        # 2. Drop the lists and on-demand ids the record now covers.
+        with self.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(on_demand_members), 1000):
+                pipe.srem(on_demand_key(feature_type), *on_demand_members[start:start + 1000])
+            if names:
+                pipe.srem(pending_key(feature_type), *names)
+                for name in names:
+                    pipe.delete(name)
+            pipe.execute()
+        # 3. Delete the stale values; the record keeps only the ids whose value stays.
+        deleted = 0
+        kept: list[int] = []
+        for start in range(0, len(stale), 1000):
+            batch = stale[start:start + 1000]
+            with self.redis.pipeline(transaction=False) as pipe:
+                for entity_id in batch:
+                    self._delete_if_older(keys=[f"{feature_type}:{entity_id}"], args=[older_than], client=pipe)
+                for entity_id, outcome in zip(batch, pipe.execute(), strict=True):
+                    deleted += outcome == 1
+                    if outcome == -1:
+                        kept.append(entity_id)
+        if stale:
+            self.redis.set(record_name, encode_ids(_union(run_ids, kept)) if kept else run_blob)
+        return deleted
+
+    # --- the keyspace fallback ------------------------------------------------------------------
+    def scan_ids(self, feature_types: Sequence[str], scan_count: int = 10_000) -> dict[str, array]:
+        """The sorted ids of every `{feature_type}:{id}` key of these feature types, from one
+        SCAN of the keyspace (keys of other shapes are left out)."""
+        found: dict[bytes, list[int]] = {feature_type.encode(): [] for feature_type in feature_types}
+        for raw_key in self.redis.scan_iter(count=scan_count):
+            feature_type, _, id_text = raw_key.partition(b":")
+            ids = found.get(feature_type)
+            if ids is not None and (entity_id := parse_stored_id(id_text)) is not None:
+                ids.append(entity_id)
+        return {feature_type.decode(): array("q", sorted(ids)) for feature_type, ids in found.items()}
+
+
+def _concatenated(lists: list[array]) -> array:
+    """The parts' id lists (disjoint ranges, in order) as one sorted list."""
+    joined = array("q")
+    for ids in lists:
+        joined.extend(ids)
+    if any(lists[i] and lists[i + 1] and lists[i][-1] >= lists[i + 1][0] for i in range(len(lists) - 1)):
+        joined = array("q", sorted(set(joined)))
+    return joined
