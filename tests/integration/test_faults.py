@@ -212,3 +212,37 @@ def test_a_warehouse_failing_mid_query_fails_the_run_and_leaves_the_store_untouc
     engine = create_engine(postgres_server_url)
     demo.drop_schema(engine)
     engine.dispose()
+
+
+def test_a_partitioned_run_whose_worker_is_killed_mid_partition_is_retried_and_completes(
+        redis_url, redis_server, big_sqlite, start_worker, make_app):
+    app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=big_sqlite)
+    client = app.test_client()
+    fast = ["--job-monitoring-interval", "1", "--maintenance-interval", "2"]
+    env = {"EXTRACT_CHUNK_SIZE": "500", "EXTRACT_PARTITIONS": "2"}
+    doomed = start_worker(big_sqlite, *fast, env=env)
+    assert client.post(f"{BASE}/extract").status_code == 200
+    engine = create_engine(big_sqlite)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM payment_transactions WHERE id % 7 = 0"))
+        conn.execute(text("UPDATE quotes SET bound_at = NULL WHERE id % 4 = 0"))
+    engine.dispose()
+    redis = redis_server.client()
+
+    # The only worker takes the run's job, which queues both partitions and runs the first itself;
+    # it dies while writing that partition (its id lists are the first thing the write phase stores).
+    job_id = client.post(f"{BASE}/extract?wait=false").get_json()["job_id"]
+    wait_for(lambda: redis.keys("feature-store:ids:*:run:*:0"), timeout=60, interval=0.005,
+             what="the first partition's write phase")
+    doomed.kill(signal.SIGKILL)
+    assert client.get(f"{BASE}/extract/{job_id}").get_json()["status"] == "started"
+    # A new worker finds the second partition queued and runs it; the first stays claimed by the
+    # dead run's job until RQ sees it abandoned and retries it, and the retried job runs its own
+    # partition again, then removes the values of gone entities for the whole run.
+    start_worker(big_sqlite, *fast, env=env)
+    status = wait_for(lambda: (s := client.get(f"{BASE}/extract/{job_id}").get_json())["status"] == "finished"
+                      and s, timeout=150, interval=0.5, what="the abandoned run to be retried and finish")
+    assert status["result"]["partitions"] == 2
+    assert status["result"]["removed"]["payment_type"] > 0
+    assert_store_matches_warehouse(redis, big_sqlite)
+    assert redis.keys("feature-store:ids:*:run:*") == []  # every part's id list folded into the record
