@@ -6,11 +6,13 @@ local copy. So a value served from this cache is the value Redis holds, give or 
 invalidation's flight time (milliseconds), and never one that extraction already replaced.
 
 Safety rules, each for a reason:
-- A read registers a pending token for its key before asking Redis; its reply is cached only if
-  no invalidation for that key arrived in between (the reply and the invalidation travel on
-  different connections, in either order), and no other read of the key overlapped it (two reads
-  in flight may be answered in either order: caching the older answer would let a reader that
-  already saw the newer value see the older one again).
+- A read registers as pending for its key before asking Redis; reads of a key that overlap share
+  one pending record (an episode). A reply is cached only if no invalidation for that key arrived
+  during the episode (the reply and the invalidation travel on different connections, in either
+  order) and every read of the episode answered so far got the same reply: two reads in flight
+  may be answered in either order, so when they disagree nothing is cached and an entry cached
+  by the episode is dropped before the disagreeing reply is returned (caching the older answer
+  would let a reader that already saw the newer value see the older one again).
 - A data connection is used for cached reads only after it enabled tracking towards the current
   listener (checked per connection and per listener generation: a reconnect on either side
   makes tracking stale).
@@ -33,6 +35,8 @@ import redis
 
 log = logging.getLogger(__name__)
 
+_NO_REPLY = object()
+
 CHANNEL = b"__redis__:invalidate"
 
 
@@ -52,7 +56,7 @@ class LocalCache:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self._entries: dict[bytes, tuple[bytes, int]] = {}
-        # key -> [token of the one read in flight, or None once spoiled; reads in flight]
+        # key -> [still cacheable (False once spoiled), reads in flight, the episode's reply so far]
         self._pending: dict[bytes, list] = {}
         self._lock = threading.Lock()
         self._redirect_id: int | None = None  # the listener's client id while it is healthy
@@ -76,7 +80,6 @@ class LocalCache:
         generation, redirect = self._generation, self._redirect_id
         results: list = [None] * len(keys)
         missing: list[int] = []
-        token = object()
         with self._lock:
             for i, key in enumerate(keys):
                 hit = self._entries.get(key) if redirect is not None else None
@@ -87,9 +90,8 @@ class LocalCache:
                     if redirect is not None:
                         pending = self._pending.get(key)
                         if pending is None:
-                            self._pending[key] = [token, 1]
-                        else:  # overlapping reads: neither answer is cached
-                            pending[0] = None
+                            self._pending[key] = [True, 1, _NO_REPLY]
+                        else:  # an overlapping read joins the episode
                             pending[1] += 1
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
@@ -114,10 +116,18 @@ class LocalCache:
                     pending[1] -= 1
                     if pending[1] <= 0:
                         del self._pending[key]
-                    if cacheable and pending[0] is token and replies[n][0] is not None:
+                    if replies is None:
+                        continue
+                    reply = (replies[n][0], replies[n][1])
+                    if pending[2] is not _NO_REPLY and pending[2] != reply:
+                        # Reads of this episode disagree: cache neither, and drop what it cached.
+                        pending[0] = False
+                        self._entries.pop(key, None)
+                    pending[2] = reply
+                    if cacheable and pending[0] and reply[0] is not None and key not in self._entries:
                         if len(self._entries) >= self.max_entries:
                             self._entries.pop(next(iter(self._entries)))
-                        self._entries[key] = (replies[n][0], replies[n][1])
+                        self._entries[key] = reply
         return results
 
     def _fetch(self, keys: list[bytes], redirect: int | None, generation: int) -> list:
@@ -156,13 +166,13 @@ class LocalCache:
             if keys is None:  # FLUSHDB / FLUSHALL: everything goes
                 self._entries.clear()
                 for pending in self._pending.values():
-                    pending[0] = None
+                    pending[0] = False
                 return
             for key in keys:
                 self._entries.pop(key, None)
                 pending = self._pending.get(key)
                 if pending is not None:
-                    pending[0] = None
+                    pending[0] = False
 
     def _invalidate_all(self) -> None:
         """Forget every cached value (some tracking may be lost); the listener stays."""
@@ -170,7 +180,7 @@ class LocalCache:
             self._generation += 1
             self._entries.clear()
             for pending in self._pending.values():
-                pending[0] = None
+                pending[0] = False
 
     def _drop_all(self) -> None:
         with self._lock:
@@ -178,7 +188,7 @@ class LocalCache:
             self._generation += 1
             self._entries.clear()
             for pending in self._pending.values():
-                pending[0] = None
+                pending[0] = False
 
     def _ensure_started(self) -> None:
         if not self._started:

@@ -97,6 +97,63 @@ def test_readers_never_go_back_to_an_older_value_under_concurrent_writes(cache, 
     assert cache.hits > 0 and cache.invalidations > 0
 
 
+def overlapping_reads(cache, monkeypatch, change_between=None):
+    """Two reads of KEY in flight at once: the first is held inside its round trip until the
+    second one's has returned (optionally after `change_between()` changed the key)."""
+    real_fetch = cache._fetch
+    first_answered, second_done = threading.Event(), threading.Event()
+    calls = []
+
+    def fetch(keys, redirect, generation):
+        calls.append(keys)
+        reply = real_fetch(keys, redirect, generation)
+        if len(calls) == 1:
+            first_answered.set()
+            assert second_done.wait(5)
+        return reply
+
+    monkeypatch.setattr(cache, "_fetch", fetch)
+    answers: list = []
+    first = threading.Thread(target=lambda: answers.append(cache.read([KEY])[0]))
+    first.start()
+    assert first_answered.wait(5)
+    if change_between:
+        change_between()
+    answers.append(cache.read([KEY])[0])
+    second_done.set()
+    first.join(5)
+    monkeypatch.setattr(cache, "_fetch", real_fetch)
+    return [tuple(answer) for answer in answers]
+
+
+def test_overlapping_reads_that_agree_fill_the_cache(cache, redis_server, monkeypatch):
+    # Many web threads asking for the same keys at once (bulk training requests) must still end
+    # up served from the cache.
+    writer = redis_server.client()
+    writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
+    writer.hset(b"payment_type:other", mapping={"value": b'"Debit"', "computed_at": 1})
+    primed(cache, b"payment_type:other")  # the listener is up
+    assert overlapping_reads(cache, monkeypatch) == [(b'"Credit"', b"1")] * 2
+    hits = cache.hits
+    assert tuple(cache.read([KEY])[0]) == (b'"Credit"', b"1") and cache.hits == hits + 1
+
+
+def test_overlapping_reads_that_disagree_cache_nothing(cache, redis_server, monkeypatch):
+    writer = redis_server.client()
+    writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
+    writer.hset(b"payment_type:other", mapping={"value": b'"Debit"', "computed_at": 1})
+    primed(cache, b"payment_type:other")
+    # The second read sees a newer value than the first, held, one: neither may be cached, or a
+    # reader could see "Credit" again after one saw "Debit". The invalidation is held back too
+    # (it may arrive late), so only the disagreement itself can keep them out of the cache.
+    monkeypatch.setattr(cache, "_invalidate", lambda keys: None)
+    answers = overlapping_reads(cache, monkeypatch,
+                                lambda: writer.hset(KEY, mapping={"value": b'"Debit"', "computed_at": 2}))
+    assert sorted(answers) == [(b'"Credit"', b"1"), (b'"Debit"', b"2")]
+    misses = cache.misses
+    assert tuple(cache.read([KEY])[0]) == (b'"Debit"', b"2") and cache.misses == misses + 1
+
+
 def test_when_redis_stops_answering_the_cache_is_dropped_and_reads_fail_fast():
     server = start_redis_server()
     cache = LocalCache(server.url)
