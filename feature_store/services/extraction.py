@@ -18,11 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def _query_to_spool(warehouse: Warehouse, feature, spool, chunk_size: int,
-                    id_range: tuple[int, int] | None = None) -> array:
+                    id_range: tuple[int, int] | None, stages: dict[str, float]) -> array:
     """Stream one feature's query into `spool` (marshalled chunks, then None); returns the
     sorted ids of the entities it saw (the run's snapshot of which entities exist)."""
     ids = array("q")
-    for chunk in warehouse.stream(feature, chunk_size=chunk_size, id_range=id_range):
+    for chunk in warehouse.stream(feature, chunk_size=chunk_size, id_range=id_range, timings=stages):
         marshal.dump(chunk, spool)
         ids.extend(entity_id for entity_id, _ in chunk)
     marshal.dump(None, spool)
@@ -41,13 +41,16 @@ def extract_values(registry: Registry, warehouse: Warehouse, store: OnlineStore,
     spools = {f.feature_type: tempfile.TemporaryFile(prefix=f"feature-store-{f.feature_type}-") for f in registry}
     try:
         started = time.perf_counter()
+        stages.setdefault("query", 0.0)
+        encoding = stages.setdefault("encode", 0.0)
         # One query at a time: running them side by side was measured slower on 2 cores (the
         # encoding holds the GIL) and costs a chunk buffer per query in memory.
         existing = {f.feature_type: _query_to_spool(warehouse, f, spools[f.feature_type], chunk_size,
-                                                    id_ranges.get(f.entity.table) if id_ranges else None)
+                                                    id_ranges.get(f.entity.table) if id_ranges else None, stages)
                     for f in registry}
         counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
-        stages["query"] = stages.get("query", 0.0) + time.perf_counter() - started
+        # "query": the database, reading rows, spooling; "encode": values to their JSON.
+        stages["query"] += time.perf_counter() - started - (stages["encode"] - encoding)
         log.info("queried %s", counts)
         progress({"phase": "write", "counts": counts})
 
