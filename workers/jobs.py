@@ -90,6 +90,12 @@ def _extract_partitioned(job, warehouse: Warehouse, store: OnlineStore, config: 
     while True:
         done, failed = run.state()
         if failed:
+            # No write of this run may outlive it (the next run's stale removal must not race a
+            # late writer): wait for the partitions still running elsewhere, then fail.
+            while any(index not in done and index not in failed and _running(job.connection, run.owner(index))
+                      for index in range(len(plan["ranges"]))):
+                time.sleep(0.2)
+                done, failed = run.state()
             raise PartitionFailed(next(iter(failed.values())))
         if len(done) == len(plan["ranges"]):
             break
@@ -127,13 +133,27 @@ def extract_partition(run_id: str, index: int, ranges: dict, computed_at: int) -
     job = get_current_job()
     config = Config.from_env()
     run = RunPartitions(job.connection, run_id, config.EXTRACT_JOB_TTL)
-    if not run.claim(index, job.id):
+    if run.state()[1] or not _open(job.connection, run_id) or not run.claim(index, job.id):
+        # Another partition failed, the run is over, or another job runs this partition.
         return {"skipped": True}
     warehouse = Warehouse(config.WAREHOUSE_URL)
     try:
         return _run_partition(run, index, ranges, computed_at, warehouse, OnlineStore(job.connection), config)
+    except Exception:
+        # A clean failure is the run's to report; only a dead worker's partition is retried.
+        job.retries_left = 0  # read by RQ's failure handling in this process
+        raise
     finally:
         warehouse.dispose()
+
+
+def _open(connection, run_id: str) -> bool:
+    """Whether the run's job may still use its partitions (queued, running, or put back)."""
+    try:
+        status = Job.fetch(run_id, connection=connection, serializer="json").get_status()
+    except NoSuchJobError:
+        return False
+    return status not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
 def _run_partition(run: RunPartitions, index: int, ranges: dict, computed_at: int, warehouse: Warehouse,

@@ -209,7 +209,10 @@ class OnlineStore:
             yield lambda feature_type, chunk: self.write(feature_type, chunk, computed_at) and None
             return
         pool = self.redis.connection_pool
-        conn = pool.get_connection()
+        try:
+            conn = pool.get_connection()
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
         in_flight = 0
 
         def write(feature_type: str, chunk: list[tuple[object, bytes]]) -> None:

@@ -84,7 +84,20 @@ def decode_ids(blob: bytes) -> array:
     deltas.frombytes(data[_FIRST.size:])
     if sys.byteorder == "big":
         deltas.byteswap()
-    return array("q", accumulate(deltas, initial=_FIRST.unpack_from(data)[0]))
+    try:
+        return array("q", accumulate(deltas, initial=_FIRST.unpack_from(data)[0]))
+    except OverflowError as exc:
+        raise ValueError("not an id list") from exc
+
+
+def _decoded(blob: bytes | None) -> array | None:
+    """The ids of a stored list, or None when it is missing or unreadable."""
+    if blob is None:
+        return None
+    try:
+        return decode_ids(blob)
+    except ValueError:
+        return None
 
 
 def _minus(ids: Iterable[int], sorted_ids: array) -> list[int]:
@@ -136,10 +149,17 @@ class IdRecords:
         return {feature_type: len(ids) for feature_type, ids in scanned.items()}
 
     def note_part(self, feature_type: str, run: int, part: int, ids: array) -> None:
-        """Before a run's part writes the values of `ids` (sorted): keep their list."""
+        """Before a run's part writes the values of `ids` (sorted): keep their list. A part run
+        again under the same stamp (its worker died, the run's job was retried) adds to its list:
+        the first attempt may have written ids the second no longer sees."""
         name = part_key(feature_type, run, part)
-        self.redis.set(name, encode_ids(ids))
-        self.redis.sadd(pending_key(feature_type), name)
+        earlier = _decoded(self.redis.get(name))
+        if earlier is not None and earlier != ids:
+            ids = _union(ids, earlier)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(name, encode_ids(ids))
+            pipe.sadd(pending_key(feature_type), name)
+            pipe.execute()
 
     # --- a run's end ----------------------------------------------------------------------------
     def finish_run(self, feature_types: Sequence[str], run: int, parts: int, older_than: int,
@@ -160,14 +180,16 @@ class IdRecords:
             for name in names:
                 pipe.get(name)
             record_blob, *blobs = pipe.execute()
-        own: dict[int, bytes] = {}
-        others: list[bytes | None] = []
+        own: dict[int, array] = {}
+        own_blobs: dict[int, bytes] = {}
+        others: list[array | None] = []
         for name, blob in zip(names, blobs, strict=True):
             if name.startswith(own_prefix) and name[len(own_prefix):].isdigit():
-                if blob is not None:
-                    own[int(name[len(own_prefix):])] = blob
+                if (ids := _decoded(blob)) is not None:
+                    own[int(name[len(own_prefix):])] = ids
+                    own_blobs[int(name[len(own_prefix):])] = blob
             else:
-                others.append(blob)
+                others.append(_decoded(blob))
         if sorted(own) != list(range(parts)):
             # Without every list of its own, the run cannot tell which values it wrote: leave
             # everything (the record and the lists stay, so a later run checks them).
@@ -177,25 +199,27 @@ class IdRecords:
         on_demand_members = list(self.redis.sscan_iter(on_demand_key(feature_type), count=scan_count))
         on_demand = [i for i in map(parse_stored_id, on_demand_members) if i is not None]
 
-        run_ids = decode_ids(own[0]) if parts == 1 else _concatenated([decode_ids(own[p]) for p in range(parts)])
-        if record_blob is None or None in others:
-            # A record or a list was lost (evicted, deleted by hand): fall back to the keyspace.
-            log.warning("%s: an id record is missing; scanning the keyspace", feature_type)
-            old = self.scan_ids([feature_type], scan_count)[feature_type]
-        elif parts == 1 and record_blob == own[0]:
+        run_ids = own[0] if parts == 1 else _concatenated([own[p] for p in range(parts)])
+        run_blob = own_blobs[0] if parts == 1 else encode_ids(run_ids)
+        if record_blob == run_blob:
             old = None  # the same ids as the last run: the common case
         else:
-            old = decode_ids(record_blob)
+            old = _decoded(record_blob)
+        if (old is None and record_blob != run_blob) or None in others:
+            # A record or a list was lost or unreadable (evicted, deleted by hand): fall back to
+            # the keyspace, which holds every value those could have named.
+            log.warning("%s: an id record is missing; scanning the keyspace", feature_type)
+            old = self.scan_ids([feature_type], scan_count)[feature_type]
+            others = []
         candidates: set[int] = set()
         if old is not None and old != run_ids and not (len(old) <= len(run_ids) and run_ids[:len(old)] == old):
             candidates.update(_minus(old, run_ids))
-        for blob in others:
-            candidates.update(_minus(decode_ids(blob), run_ids))
+        for ids in others:
+            candidates.update(_minus(ids, run_ids))
         candidates.update(_minus(on_demand, run_ids))
         stale = sorted(candidates)
 
         # 1. The record covers this run's ids and every candidate, before anything is dropped.
-        run_blob = own[0] if parts == 1 else encode_ids(run_ids)
         if stale or record_blob != run_blob:
             self.redis.set(record_name, encode_ids(_union(run_ids, stale)) if stale else run_blob)
         # 2. Drop the lists and on-demand ids the record now covers.
@@ -241,6 +265,6 @@ def _concatenated(lists: list[array]) -> array:
     joined = array("q")
     for ids in lists:
         joined.extend(ids)
-    if any(lists[i] and lists[i + 1] and lists[i][-1] >= lists[i + 1][0] for i in range(len(lists) - 1)):
+    if not all(map(operator.lt, joined, joined[1:])):
         joined = array("q", sorted(set(joined)))
     return joined

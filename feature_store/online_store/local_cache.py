@@ -12,7 +12,9 @@ Safety rules, each for a reason:
   order) and every read of the episode answered so far got the same reply: two reads in flight
   may be answered in either order, so when they disagree nothing is cached and an entry cached
   by the episode is dropped before the disagreeing reply is returned (caching the older answer
-  would let a reader that already saw the newer value see the older one again).
+  would let a reader that already saw the newer value see the older one again). An invalidation
+  ends the key's episode: reads that start after it (so are executed after the change) begin a
+  new one, so a key read without pause by many threads is cached again right after a change.
 - A data connection is used for cached reads only after it enabled tracking towards the current
   listener (checked per connection and per listener generation: a reconnect on either side
   makes tracking stale).
@@ -80,6 +82,7 @@ class LocalCache:
         generation, redirect = self._generation, self._redirect_id
         results: list = [None] * len(keys)
         missing: list[int] = []
+        episodes: list = []  # the pending record each missing key's read joined
         with self._lock:
             for i, key in enumerate(keys):
                 hit = self._entries.get(key) if redirect is not None else None
@@ -90,9 +93,9 @@ class LocalCache:
                     if redirect is not None:
                         pending = self._pending.get(key)
                         if pending is None:
-                            self._pending[key] = [True, 1, _NO_REPLY]
-                        else:  # an overlapping read joins the episode
-                            pending[1] += 1
+                            pending = self._pending[key] = [True, 0, _NO_REPLY]
+                        pending[1] += 1  # an overlapping read joins the episode
+                        episodes.append(pending)
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         if not missing:
@@ -110,11 +113,9 @@ class LocalCache:
                         results[i] = replies[n]
                     if redirect is None:
                         continue
-                    pending = self._pending.get(key)
-                    if pending is None:
-                        continue
+                    pending = episodes[n]
                     pending[1] -= 1
-                    if pending[1] <= 0:
+                    if pending[1] <= 0 and self._pending.get(key) is pending:
                         del self._pending[key]
                     if replies is None:
                         continue
@@ -165,30 +166,34 @@ class LocalCache:
             self.invalidations += 1
             if keys is None:  # FLUSHDB / FLUSHALL: everything goes
                 self._entries.clear()
-                for pending in self._pending.values():
-                    pending[0] = False
+                self._spoil_all_pending()
                 return
             for key in keys:
                 self._entries.pop(key, None)
-                pending = self._pending.get(key)
+                # The episode in flight can no longer cache; reads from now on start a new one
+                # (they are executed after the change), so a hot key is cached again at once.
+                pending = self._pending.pop(key, None)
                 if pending is not None:
                     pending[0] = False
+
+    def _spoil_all_pending(self) -> None:
+        for pending in self._pending.values():
+            pending[0] = False
+        self._pending.clear()
 
     def _invalidate_all(self) -> None:
         """Forget every cached value (some tracking may be lost); the listener stays."""
         with self._lock:
             self._generation += 1
             self._entries.clear()
-            for pending in self._pending.values():
-                pending[0] = False
+            self._spoil_all_pending()
 
     def _drop_all(self) -> None:
         with self._lock:
             self._redirect_id = None
             self._generation += 1
             self._entries.clear()
-            for pending in self._pending.values():
-                pending[0] = False
+            self._spoil_all_pending()
 
     def _ensure_started(self) -> None:
         if not self._started:

@@ -153,8 +153,9 @@ class Warehouse:
                     timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
         try:
             with self.batch_engine.connect() as conn:
-                if conn.dialect.name in _RAW_DIALECTS:
-                    for rows in _raw_rows(conn, statement, chunk_size):
+                raw = _raw_rows(conn, statement, chunk_size) if conn.dialect.name in _RAW_DIALECTS else None
+                if raw is not None:
+                    for rows in raw:
                         yield encode(rows)
                     return
                 result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(statement)
@@ -190,25 +191,36 @@ class _DriverError(Exception):
     """A DBAPI driver's own error, raised by a query read straight from its cursor."""
 
 
-def _raw_rows(conn: Connection, statement, chunk_size: int) -> Iterator[list[tuple]]:
-    """The rows of `statement` in chunks, as tuples converted by the columns' SQLAlchemy types
-    (the same result processors SQLAlchemy applies), read from the DBAPI cursor."""
+def _raw_rows(conn: Connection, statement, chunk_size: int) -> Iterator[list[tuple]] | None:
+    """The rows of `statement` in chunks, read from the DBAPI cursor and converted by the columns'
+    SQLAlchemy types (the result processors SQLAlchemy itself would apply, for the cursor's column
+    type codes). None when a parameter needs SQLAlchemy's own conversion on the way in: then the
+    caller runs the statement through SQLAlchemy."""
     dialect = conn.dialect
-    compiled = statement.compile(dialect=dialect)
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    if any(bind.type.dialect_impl(dialect).bind_processor(dialect) is not None for bind in compiled.binds.values()):
+        return None
     params = compiled.construct_params()
     if compiled.positional:
         params = tuple(params[name] for name in compiled.positiontup)
-    processors = [column.type.dialect_impl(dialect).result_processor(dialect, None)
-                  for column in statement.selected_columns]
-    converting = [(i, process) for i, process in enumerate(processors) if process is not None]
+    return _read_cursor(conn, compiled.string, params, [column.type for column in statement.selected_columns],
+                        chunk_size)
+
+
+def _read_cursor(conn: Connection, sql: str, params, types: list, chunk_size: int) -> Iterator[list[tuple]]:
+    dialect = conn.dialect
+    driver_error = dialect.loaded_dbapi.Error
     driver = conn.connection.driver_connection
     cursor = driver.cursor(name="feature_store_batch") if dialect.name == "postgresql" else driver.cursor()
     try:
         try:
-            cursor.execute(compiled.string, params)
+            cursor.execute(sql, params)
+            processors = [type_.dialect_impl(dialect).result_processor(dialect, column[1])
+                          for type_, column in zip(types, cursor.description, strict=True)]
             rows = cursor.fetchmany(chunk_size)
-        except dialect.loaded_dbapi.Error as exc:
-            raise _DriverError(exc.__class__.__name__) from exc
+        except driver_error as exc:
+            raise _DriverError(f"{exc.__class__.__module__}.{exc.__class__.__name__}: {exc}") from exc
+        converting = [(i, process) for i, process in enumerate(processors) if process is not None]
         while rows:
             if converting:
                 if len(converting) == 1 and len(processors) == 2 and converting[0][0] == 1:
@@ -220,12 +232,12 @@ def _raw_rows(conn: Connection, statement, chunk_size: int) -> Iterator[list[tup
             yield rows
             try:
                 rows = cursor.fetchmany(chunk_size)
-            except dialect.loaded_dbapi.Error as exc:
-                raise _DriverError(exc.__class__.__name__) from exc
+            except driver_error as exc:
+                raise _DriverError(f"{exc.__class__.__module__}.{exc.__class__.__name__}: {exc}") from exc
     finally:
         try:
             cursor.close()
-        except dialect.loaded_dbapi.Error:
+        except driver_error:
             pass  # the connection broke; its pool discards it
 
 
@@ -237,7 +249,8 @@ def _table(name: str) -> str:
 
 def _unavailable(exc: Exception) -> WarehouseUnavailable:
     # The full error goes to the log; clients get a plain statement without SQL or hosts.
-    log.warning("warehouse error: %s", exc.__class__.__name__, exc_info=exc)
+    log.warning("warehouse error: %s", exc if isinstance(exc, _DriverError) else exc.__class__.__name__,
+                exc_info=exc)
     return WarehouseUnavailable("the warehouse is unreachable or failed to answer")
 
 

@@ -154,6 +154,25 @@ def test_overlapping_reads_that_disagree_cache_nothing(cache, redis_server, monk
     assert tuple(cache.read([KEY])[0]) == (b'"Debit"', b"2") and cache.misses == misses + 1
 
 
+def test_a_key_changed_while_read_without_pause_is_cached_again(cache, redis_server, monkeypatch):
+    writer = redis_server.client()
+    writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
+    writer.hset(b"payment_type:other", mapping={"value": b'"Debit"', "computed_at": 1})
+    primed(cache, b"payment_type:other")
+
+    def change():
+        seen = cache.invalidations
+        writer.hset(KEY, mapping={"value": b'"Debit"', "computed_at": 2})
+        wait_for(lambda: cache.invalidations > seen, what="the invalidation")
+
+    # A read in flight across the change may not cache its (older) answer; a read started after
+    # the invalidation arrived caches the new value although the older read still overlaps it.
+    answers = overlapping_reads(cache, monkeypatch, change)
+    assert sorted(answers) == [(b'"Credit"', b"1"), (b'"Debit"', b"2")]
+    hits = cache.hits
+    assert tuple(cache.read([KEY])[0]) == (b'"Debit"', b"2") and cache.hits == hits + 1
+
+
 def test_when_redis_stops_answering_the_cache_is_dropped_and_reads_fail_fast():
     server = start_redis_server()
     cache = LocalCache(server.url)

@@ -4,11 +4,15 @@ the one job id the API reports, and the store ends up matching the warehouse exa
 from __future__ import annotations
 
 import pytest
+from rq import Queue
+from rq.job import JobStatus
 from sqlalchemy import create_engine, text
 
 from feature_store import create_app
 from feature_store.warehouse import demo
+from tests.conftest import wait_for
 from tests.integration.test_faults import assert_store_matches_warehouse
+from workers.jobs import extract_partition
 
 BASE = "/api/v1/features"
 
@@ -54,3 +58,17 @@ def test_a_partitioned_run_whose_warehouse_is_gone_fails_with_its_reason(client,
     response = client.post(f"{BASE}/extract")
     assert response.status_code == 500
     assert "warehouse" in response.get_json()["error"]
+
+
+def test_a_partition_job_of_a_run_that_is_over_writes_nothing(warehouse, start_worker, redis_server):
+    # E.g. a partition put back after its worker died, picked up once its run had failed: writing
+    # then could race the next run (and would write older values over newer ones).
+    connection = redis_server.client()
+    queue = Queue("feature-extraction", connection=connection, serializer="json")
+    ranges = {table: [0, 2**62] for table in ("users", "quotes", "payment_transactions")}
+    job = queue.enqueue_call(extract_partition, kwargs={"run_id": "extract-long-gone", "index": 0,
+                                                         "ranges": ranges, "computed_at": 1})
+    start_worker(warehouse)
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=30, what="the partition job")
+    assert job.return_value() == {"skipped": True}
+    assert [key for key in connection.scan_iter() if not key.startswith(b"rq:")] == []

@@ -129,6 +129,32 @@ def test_a_run_of_several_parts_removes_once_every_part_wrote(store):
     assert store.redis.exists("f:1", "f:4", "f:5") == 3
 
 
+def test_a_lost_or_unreadable_list_falls_back_to_one_scan_and_does_not_stick(store):
+    run(store, [[1, 2]], 100)
+    store.redis.sadd(pending_key("f"), "feature-store:ids:f:run:50:0")  # its list is gone
+    with store.batch_writer(60) as write:
+        write("f", [(9, b"9")])  # what that lost list named
+    assert run(store, [[1]], 200) == {"f": 2}
+    assert store.redis.exists("f:2", "f:9") == 0 and not store.redis.exists(pending_key("f"))
+    store.redis.set(record_key("f"), b"ids1garbage")
+    store.write("f", [(5, b"5")], computed_at=1)
+    assert run(store, [[1]], 300) == {"f": 1}
+    assert not store.redis.exists("f:5")
+
+
+def test_a_part_run_again_under_the_same_stamp_keeps_what_its_first_attempt_wrote(store, monkeypatch):
+    run(store, [[1, 2]], 100)
+    # First attempt of run 200 sees a new entity 3, writes it, and its worker dies.
+    run(store, [[1, 2, 3]], 200, finish=False)
+    # Entity 3 is deleted; the retried run (same stamp, same part) no longer sees it.
+    run(store, [[1, 2]], 200, finish=False)
+    store.remove_stale(["f"], 200, 1, 200)
+    assert 3 in decode_ids(store.redis.get(record_key("f")))  # still named, so the next run checks it
+    monkeypatch.setattr(store.records, "scan_ids", lambda *a, **k: pytest.fail("scanned the keyspace"))
+    assert run(store, [[1, 2]], 300) == {"f": 1}
+    assert not store.redis.exists("f:3")
+
+
 def test_a_key_of_another_type_at_a_gone_entity_goes(store):
     run(store, [[1, 2]], 100)
     store.redis.delete("f:2")
