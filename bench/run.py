@@ -289,6 +289,13 @@ def bench_scaleout(args, report) -> None:
 MIN_EXTRA_BYTES = 48 - 16
 
 
+def stored_bytes(client: redis.Redis) -> int:
+    """INFO memory's used_memory without the clients' buffers (which come and go with the
+    writer's pipeline, and would make a figure depend on when INFO was asked)."""
+    memory = client.info("memory")
+    return memory["used_memory"] - memory.get("mem_clients_normal", 0)
+
+
 def sample_usage(client: redis.Redis, feature_type: str, chunks: list, sample: int = 500) -> float:
     """Mean MEMORY USAGE (key, object, allocation) of the first `sample` keys."""
     keys = [f"{feature_type}:{entity_id}" for chunk in chunks for entity_id, _ in chunk][:sample]
@@ -309,19 +316,19 @@ def bench_memory(args, report) -> None:
             chunks = list(warehouse.stream(feature, chunk_size=10_000))
             count = sum(len(c) for c in chunks)
             client.flushall()
-            before = client.info("memory")["used_memory"]
+            before = stored_bytes(client)
             for chunk in chunks:
                 store.write(feature.feature_type, chunk, computed_at)
-            ours = client.info("memory")["used_memory"] - before
+            ours = stored_bytes(client) - before
             encoding = client.object("encoding", f"{feature.feature_type}:{chunks[0][0][0]}")
             client.flushall()
-            before = client.info("memory")["used_memory"]
+            before = stored_bytes(client)
             with client.pipeline(transaction=False) as pipe:
                 for chunk in chunks:
                     for entity_id, _ in chunk:
                         pipe.hset(f"{feature.feature_type}:{entity_id}", "v", "x")
                 pipe.execute()
-            floor = client.info("memory")["used_memory"] - before
+            floor = stored_bytes(client) - before
             floor_usage = sample_usage(client, feature.feature_type, chunks)
             client.flushall()
             for chunk in chunks:
