@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_store.online_store import OnlineStore, format_computed_at, key, now_seconds
-from feature_store.online_store.id_records import decode_ids, encode_ids, on_demand_key, pending_key, record_key
+from feature_store.online_store.id_records import (
+    _minus,
+    _union,
+    decode_ids,
+    encode_ids,
+    on_demand_key,
+    pending_key,
+    record_key,
+)
 from feature_store.registry import INT64_MAX, INT64_MIN
 
 
@@ -167,6 +175,16 @@ def test_a_key_of_another_type_at_a_gone_entity_goes(store):
 @given(st.lists(st.integers(min_value=INT64_MIN, max_value=INT64_MAX), unique=True).map(sorted))
 def test_id_lists_round_trip(ids):
     assert list(decode_ids(encode_ids(array("q", ids)))) == ids
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=-50, max_value=50)), st.lists(st.integers(min_value=-50, max_value=50)),
+       st.integers(min_value=1, max_value=8))
+def test_id_list_difference_and_union(ids, others, chunk):
+    run_ids = array("q", sorted(set(others)))
+    assert _minus(ids, run_ids, chunk) == sorted(x for x in ids if x not in set(run_ids))
+    extra = sorted(set(ids) - set(run_ids))
+    assert list(_union(run_ids, extra)) == sorted(set(ids) | set(run_ids))
 
 
 def test_a_million_consecutive_ids_take_a_few_kilobytes():
