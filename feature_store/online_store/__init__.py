@@ -6,6 +6,9 @@ Fields of each hash:
                  32-bit integer keeps the small hash in a smaller allocation than a timestamp
                  string, and makes "older than this run" one comparison
 
+Beside the values, per feature type, the ids an extraction run needs to find the values of gone
+entities without a scan (id_records.py).
+
 Every command names one key (pipelines batch them; none spans keys), so the layout runs unchanged
 on Redis Cluster.
 """
