@@ -4,7 +4,7 @@ shape the answer."""
 from __future__ import annotations
 
 import orjson
-from flask import Blueprint, current_app, request, url_for
+from flask import Blueprint, current_app, g, request, url_for
 from marshmallow import ValidationError
 
 from feature_store.api.bodies import lookup_answer, parse_json, simple_item
@@ -22,10 +22,21 @@ def _services():
     return current_app.extensions["feature_store"]
 
 
+def _request_data() -> bytes:
+    """The request body. A body without Content-Length (chunked) is read up to the size limit;
+    if more follows, it is refused like a too-large one (Werkzeug would cut it off silently)."""
+    data = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(data) >= limit \
+            and request.environ["wsgi.input"].read(1):
+        raise ApiError(413, "request body too large")
+    return data
+
+
 def _json_body():
     """The request body parsed as JSON, exactly (integers stay integers of any size)."""
     try:
-        return parse_json(request.get_data(cache=False))
+        return parse_json(_request_data())
     except (ValueError, RecursionError):
         raise ApiError(400, "the request body must be a JSON object") from None
 
@@ -82,13 +93,15 @@ def inference():
     services = _services()
     lookup = services.server.lookup([_item(_json_body())])[0]
     status, body = lookup_answer(lookup, services.registry.feature_types())
+    if status != 200:
+        body["request_id"] = g.get("request_id")  # as every error body
     return json_response(body, status)
 
 
 @bp.post("/training")
 def training():
     """Get many feature values at once, in request order (misses computed together)."""
-    data = request.get_data(cache=False)
+    data = _request_data()
     try:
         # Fast and exact to 64 bits; anything it cannot take exactly goes to the exact parser.
         body = orjson.loads(data)

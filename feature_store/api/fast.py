@@ -63,6 +63,8 @@ class FastInference:
         rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
         try:
             status, answer = lookup_answer(self.server.lookup([item])[0], self.known)
+            if status != 200:
+                answer["request_id"] = rid  # as every error body
         except FeatureStoreError as exc:
             status = STATUS_OF_ERROR.get(type(exc), 503)
             log.warning("%d: %s", status, exc)

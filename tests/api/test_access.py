@@ -90,3 +90,12 @@ def test_a_caller_request_id_is_kept_when_well_formed(client):
     assert client.get(f"{BASE}/discovery", headers={"X-Request-ID": "trace-123"}).headers["X-Request-ID"] == "trace-123"
     forged = client.get(f"{BASE}/discovery", headers={"X-Request-ID": "bad id <script>"})
     assert len(forged.headers["X-Request-ID"]) == 32
+
+
+@pytest.mark.parametrize("item", [{"feature_type": "payment_type", "entity_id": "999999999"},
+                                  {"feature_type": "no_such_feature", "entity_id": "1"},
+                                  {"feature_type": "payment_type", "entity_id": 10**30}])  # the Flask view's
+def test_a_not_found_inference_answer_carries_its_request_id(client, item):
+    response = client.post(f"{BASE}/inference", json=item, headers={"X-Request-ID": "trace-404"})
+    assert response.status_code == 404
+    assert response.get_json()["request_id"] == "trace-404" == response.headers["X-Request-ID"]

@@ -3,6 +3,8 @@ scenario warehouse. The same behaviours on real Redis, workers and PostgreSQL: t
 
 from __future__ import annotations
 
+import io
+import json
 import re
 
 import pytest
@@ -84,7 +86,8 @@ def test_an_entity_that_does_not_exist_is_404(client):
     assert response.status_code == 404
     assert response.get_json() == {"feature_type": "user_policy_time_of_purchase", "entity_id": "999",
                                    "feature_value": None, "success": False,
-                                   "error": response.get_json()["error"]}
+                                   "error": response.get_json()["error"],
+                                   "request_id": response.headers["X-Request-ID"]}
 
 
 @pytest.mark.parametrize("entity_id", scenario.NON_IDS)
@@ -272,6 +275,21 @@ def test_oversized_bodies_are_413_json(client):
     assert response.status_code == 413 and response.get_json()["success"] is False
 
 
+@pytest.mark.parametrize("path", ["inference", "training"])
+def test_a_chunked_body_is_read_up_to_the_limit_and_refused_beyond_it(client, path):
+    # Without Content-Length (Transfer-Encoding: chunked) the size is only known by reading.
+    def chunked(body: bytes):
+        return client.post(f"{BASE}/{path}", input_stream=io.BytesIO(body), content_type="application/json",
+                           headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+
+    item = {"feature_type": "payment_type", "entity_id": "3010"}
+    small = json.dumps(item if path == "inference" else {"features": [item]}).encode()
+    assert chunked(small).status_code == 200
+    padded = small[:-1] + b" " * (2 * 1024 * 1024) + b"}"  # valid JSON, over 2 MiB
+    response = chunked(padded)
+    assert response.status_code == 413 and response.get_json()["success"] is False
+
+
 def test_an_internal_error_is_500_json_without_a_traceback(embedded_app, client, monkeypatch):
     def broken(requests):
         raise RuntimeError("secret detail")
@@ -344,10 +362,10 @@ def test_the_inference_fast_path_and_the_flask_view_answer_alike(embedded_app, c
                  {"feature_type": "user_policy_time_of_purchase", "entity_id": 3},
                  {"feature_type": "payment_type", "entity_id": "404"},
                  {"feature_type": "nope", "entity_id": "1"}]:
-        fast = client.post(f"{BASE}/inference", json=item)
+        fast = client.post(f"{BASE}/inference", json=item, headers={"X-Request-ID": "same"})
         embedded_app.wsgi_app = flask_only
         try:
-            slow = client.post(f"{BASE}/inference", json=item)
+            slow = client.post(f"{BASE}/inference", json=item, headers={"X-Request-ID": "same"})
         finally:
             embedded_app.wsgi_app = FastInference(embedded_app)
         assert (fast.status_code, fast.get_json()) == (slow.status_code, slow.get_json())
