@@ -50,6 +50,7 @@ class Config:
     REDIS_LOCAL_CACHE_SIZE: int = field(default_factory=lambda: _env_int("REDIS_LOCAL_CACHE_SIZE", 100_000))
     # Deadline of an on-demand warehouse computation on the request path (seconds).
     WAREHOUSE_TIMEOUT: float = field(default_factory=lambda: _env_float("WAREHOUSE_TIMEOUT", 1.0))
+    REQUEST_BODY_TIMEOUT: float = field(default_factory=lambda: _env_float("REQUEST_BODY_TIMEOUT", 10.0))
     # RQ queue of the extraction jobs; workers must listen on the same name.
     EXTRACT_QUEUE: str = field(default_factory=lambda: _env_str("EXTRACT_QUEUE", "feature-extraction"))
     # How long POST /extract waits for its job before answering 202 (below gunicorn's timeout).

@@ -1,6 +1,9 @@
 """gunicorn settings for the web process (Procfile: `gunicorn -c gunicorn.conf.py wsgi:app`)."""
 
+import json
 import os
+
+from gunicorn import util
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '25000')}"
 # gthread: a request waiting for POST /extract holds a thread, not the whole worker.
@@ -27,3 +30,16 @@ def post_worker_init(worker):
 
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def _json_error(sock, status_int, reason, mesg):
+    """gunicorn answers some requests itself, before the app sees them (a request line over 4094
+    bytes: 414, oversized headers: 431, malformed HTTP: 400): in JSON like every other answer."""
+    detail = f"{reason.lower()}: {mesg}" if mesg else reason.lower()
+    body = json.dumps({"success": False, "error": detail}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
+util.write_error = _json_error

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, current_app, g, request, url_for
 from marshmallow import ValidationError
+from werkzeug.exceptions import ClientDisconnected
 
 from feature_store.api.bodies import lookup_answer, parse_json, simple_item
 from feature_store.api.errors import ApiError, json_response
@@ -22,10 +23,22 @@ def _services():
     return current_app.extensions["feature_store"]
 
 
+_BODY_TIMEOUT = "the request body did not arrive in time"
+
+
 def _request_data() -> bytes:
     """The request body. A body without Content-Length (chunked) is read up to the size limit;
     if more follows, it is refused like a too-large one (Werkzeug would cut it off silently)."""
-    data = request.get_data(cache=False)
+    if request.environ.get("feature_store.body_timed_out"):
+        raise ApiError(408, _BODY_TIMEOUT)
+    try:
+        data = request.get_data(cache=False)
+    except OSError:  # TimeoutError: the client stopped sending the body it declared
+        raise ApiError(408, _BODY_TIMEOUT) from None
+    except ClientDisconnected as exc:  # Werkzeug's word for the same, when it wraps the stream
+        if isinstance(exc.__context__, TimeoutError):
+            raise ApiError(408, _BODY_TIMEOUT) from None
+        raise
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     if request.content_length is None and limit is not None and len(data) >= limit \
             and request.environ["wsgi.input"].read(1):

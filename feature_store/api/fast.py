@@ -34,9 +34,15 @@ class FastInference:
         self.server = services.server
         self.known = services.registry.feature_types()
         self.max_length = services.config.MAX_CONTENT_LENGTH
+        self.body_timeout = services.config.REQUEST_BODY_TIMEOUT
         self.gate: access.Gate = app.extensions["feature_store_gate"]
 
     def __call__(self, environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            # A client that declares a body and stops sending it must not hold a thread: reads
+            # (and writes) of this request give up after this long (gunicorn resets it per request).
+            sock.settimeout(self.body_timeout)
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
             return self.flask(environ, start_response)
         try:
@@ -46,7 +52,12 @@ class FastInference:
         if length < 0 or length > self.max_length:  # chunked, absent or too large: Flask decides
             return self.flask(environ, start_response)
         started = time.perf_counter()
-        body = environ["wsgi.input"].read(length)
+        try:
+            body = environ["wsgi.input"].read(length)
+        except OSError:  # TimeoutError: the body did not arrive in time
+            environ["wsgi.input"] = io.BytesIO()
+            environ["feature_store.body_timed_out"] = True
+            return self.flask(environ, start_response)
         environ["wsgi.input"] = io.BytesIO(body)  # Flask can still read it if we hand over
         if self.gate.configured and not self.gate.allows(environ.get("HTTP_X_API_KEY"),
                                                          environ.get("HTTP_AUTHORIZATION"), admin=False):
