@@ -24,6 +24,7 @@ def _services():
 
 
 _BODY_TIMEOUT = "the request body did not arrive in time"
+NOT_JSON = "the request body is not valid JSON (expected a JSON object)"
 
 
 def _request_data() -> bytes:
@@ -51,7 +52,7 @@ def _json_body():
     try:
         return parse_json(_request_data())
     except (ValueError, RecursionError):
-        raise ApiError(400, "the request body must be a JSON object") from None
+        raise ApiError(400, NOT_JSON) from None
 
 
 def _load(schema, body):
@@ -125,7 +126,7 @@ def training():
         try:
             body = parse_json(data)
         except (ValueError, RecursionError):
-            raise ApiError(400, "the request body must be a JSON object") from None
+            raise ApiError(400, NOT_JSON) from None
     if isinstance(body, dict) and isinstance(body.get("features"), list):
         limit = _services().config.TRAINING_MAX_ITEMS
         if len(body["features"]) > limit:

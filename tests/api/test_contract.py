@@ -383,3 +383,11 @@ def test_huge_integer_ids_never_pass_through_a_float(client, raw, entity_id):
     response = client.post(f"{BASE}/inference", data=body, content_type="application/json")
     assert response.get_json()["entity_id"] == entity_id
     assert response.status_code == (200 if entity_id == str(scenario.BIG) else 404)
+
+
+@pytest.mark.parametrize("path", ["inference", "training"])
+def test_a_body_that_is_not_json_is_told_apart_from_json_of_the_wrong_shape(client, path):
+    broken = client.post(f"{BASE}/{path}", data=b'{"feature_type": ', content_type="application/json")
+    assert broken.status_code == 400 and "not valid JSON" in broken.get_json()["error"]
+    shaped = client.post(f"{BASE}/{path}", data=b"[1, 2]", content_type="application/json")
+    assert shaped.status_code == 400 and "not valid JSON" not in shaped.get_json()["error"]
