@@ -12,9 +12,11 @@ Safety rules, each for a reason:
   order) and every read of the episode answered so far got the same reply: two reads in flight
   may be answered in either order, so when they disagree nothing is cached and an entry cached
   by the episode is dropped before the disagreeing reply is returned (caching the older answer
-  would let a reader that already saw the newer value see the older one again). An invalidation
-  ends the key's episode: reads that start after it (so are executed after the change) begin a
-  new one, so a key read without pause by many threads is cached again right after a change.
+  would let a reader that already saw the newer value see the older one again). An invalidation,
+  or a disagreement, ends the key's episode: reads that start after it (so are executed after the
+  change) begin a new one, so a key read without pause by many threads is cached again soon
+  after a change. A read of an ended episode never caches, and its reply, when it arrives, is
+  checked against the cache and the new episode: anything it contradicts is dropped.
 - A data connection is used for cached reads only after it enabled tracking towards the current
   listener (checked per connection and per listener generation: a reconnect on either side
   makes tracking stale).
@@ -115,21 +117,43 @@ class LocalCache:
                         continue
                     pending = episodes[n]
                     pending[1] -= 1
-                    if pending[1] <= 0 and self._pending.get(key) is pending:
+                    current = self._pending.get(key)
+                    if pending[1] <= 0 and current is pending:
                         del self._pending[key]
                     if replies is None:
                         continue
                     reply = (replies[n][0], replies[n][1])
+                    if current is not pending:
+                        self._late_reply(key, reply, current)
+                        continue
                     if pending[2] is not _NO_REPLY and pending[2] != reply:
-                        # Reads of this episode disagree: cache neither, and drop what it cached.
+                        # Reads of this episode disagree: cache neither, drop what it cached, and
+                        # let reads from now on (executed after both answers) start a new one.
                         pending[0] = False
                         self._entries.pop(key, None)
+                        if self._pending.get(key) is pending:
+                            del self._pending[key]
                     pending[2] = reply
                     if cacheable and pending[0] and reply[0] is not None and key not in self._entries:
                         if len(self._entries) >= self.max_entries:
                             self._entries.pop(next(iter(self._entries)))
                         self._entries[key] = reply
         return results
+
+    def _late_reply(self, key: bytes, reply: tuple, current: list | None) -> None:
+        """A reply whose episode ended while it was in flight (an invalidation, or reads that
+        disagreed). It may be older or newer than what reads started since have seen: it is not
+        cached, and whatever it contradicts is dropped, the cached entry and the current episode's
+        chance to cache (which then ends too), so no reader sees a value go back. Called locked."""
+        if self._entries.get(key, reply) != reply:
+            del self._entries[key]
+        if current is None:
+            return
+        if current[2] is _NO_REPLY:
+            current[2] = reply  # the current episode's own replies must agree with it too
+        elif current[2] != reply:
+            current[0] = False
+            del self._pending[key]
 
     def _fetch(self, keys: list[bytes], redirect: int | None, generation: int) -> list:
         pool = self._pool

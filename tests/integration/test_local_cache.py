@@ -169,8 +169,62 @@ def test_a_key_changed_while_read_without_pause_is_cached_again(cache, redis_ser
     # the invalidation arrived caches the new value although the older read still overlaps it.
     answers = overlapping_reads(cache, monkeypatch, change)
     assert sorted(answers) == [(b'"Credit"', b"1"), (b'"Debit"', b"2")]
+    # The older read's late answer contradicted the cached one, which was dropped: one more read
+    # from Redis, then it is cached again.
+    assert tuple(cache.read([KEY])[0]) == (b'"Debit"', b"2")
     hits = cache.hits
     assert tuple(cache.read([KEY])[0]) == (b'"Debit"', b"2") and cache.hits == hits + 1
+
+
+def test_a_late_newer_answer_of_an_ended_round_keeps_an_older_one_out(cache, redis_server, monkeypatch):
+    # B registers, then is slow to ask Redis; the key changes (B's round ends); C starts a new
+    # round and reads v2; the key changes again (its invalidation still in flight); B now reads v3
+    # and returns it. C's v2 must not be cached: a reader would see v2 after B's caller saw v3.
+    writer = redis_server.client()
+    writer.hset(KEY, mapping={"value": b"1", "computed_at": 1})
+    primed(cache, KEY)  # Redis tracks the key for this cache from now on
+    with cache._lock:
+        cache._entries.pop(KEY)  # so the next read of it goes to Redis
+    real_fetch = cache._fetch
+    b_may_ask, b_done, c_asked, c_may_return = (threading.Event() for _ in range(4))
+
+    def fetch(keys, redirect, generation):
+        if threading.current_thread().name == "B":
+            assert b_may_ask.wait(5)
+            reply = real_fetch(keys, redirect, generation)
+            return reply
+        reply = real_fetch(keys, redirect, generation)
+        c_asked.set()
+        assert c_may_return.wait(5)
+        return reply
+
+    monkeypatch.setattr(cache, "_fetch", fetch)
+    answers = {}
+
+    def read(name):
+        answers[name] = tuple(cache.read([KEY])[0])
+        if name == "B":
+            b_done.set()
+
+    b = threading.Thread(target=read, args=("B",), name="B")
+    b.start()
+    wait_for(lambda: KEY in cache._pending, what="B registered")
+    seen = cache.invalidations
+    writer.hset(KEY, mapping={"value": b"2", "computed_at": 2})
+    wait_for(lambda: cache.invalidations > seen, what="the first invalidation")
+    c = threading.Thread(target=read, args=("C",), name="C")
+    c.start()
+    assert c_asked.wait(5)
+    monkeypatch.setattr(cache, "_invalidate", lambda keys: None)  # the second one is late
+    writer.hset(KEY, mapping={"value": b"3", "computed_at": 3})
+    b_may_ask.set()
+    assert b_done.wait(5)
+    c_may_return.set()
+    c.join(5)
+    b.join(5)
+    assert answers == {"B": (b"3", b"3"), "C": (b"2", b"2")}
+    monkeypatch.setattr(cache, "_fetch", real_fetch)
+    assert tuple(cache.read([KEY])[0]) == (b"3", b"3")  # not C's v2 from the cache
 
 
 def test_when_redis_stops_answering_the_cache_is_dropped_and_reads_fail_fast():
