@@ -50,7 +50,9 @@ class Config:
     REDIS_LOCAL_CACHE_SIZE: int = field(default_factory=lambda: _env_int("REDIS_LOCAL_CACHE_SIZE", 100_000))
     # Deadline of an on-demand warehouse computation on the request path (seconds).
     WAREHOUSE_TIMEOUT: float = field(default_factory=lambda: _env_float("WAREHOUSE_TIMEOUT", 1.0))
-    REQUEST_BODY_TIMEOUT: float = field(default_factory=lambda: _env_float("REQUEST_BODY_TIMEOUT", 10.0))
+    # Must be > 0 (0 would make body reads non-blocking); a smaller value is raised to 0.1 s.
+    REQUEST_BODY_TIMEOUT: float = field(
+        default_factory=lambda: max(0.1, _env_float("REQUEST_BODY_TIMEOUT", 10.0)))
     # RQ queue of the extraction jobs; workers must listen on the same name.
     EXTRACT_QUEUE: str = field(default_factory=lambda: _env_str("EXTRACT_QUEUE", "feature-extraction"))
     # How long POST /extract waits for its job before answering 202 (below gunicorn's timeout).

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, g, request, url_for
 from marshmallow import ValidationError
 from werkzeug.exceptions import ClientDisconnected
 
-from feature_store.api.bodies import lookup_answer, parse_json, simple_item
+from feature_store.api.bodies import body_deadline, lookup_answer, parse_json, simple_item
 from feature_store.api.errors import ApiError, json_response
 from feature_store.api.schemas import FeatureRequestSchema, TrainingRequestSchema, first_error
 from feature_store.services import discovery
@@ -28,21 +28,24 @@ NOT_JSON = "the request body is not valid JSON (expected a JSON object)"
 
 
 def _request_data() -> bytes:
-    """The request body. A body without Content-Length (chunked) is read up to the size limit;
-    if more follows, it is refused like a too-large one (Werkzeug would cut it off silently)."""
+    """The request body, read within REQUEST_BODY_TIMEOUT (else 408). A body without
+    Content-Length (chunked) is read up to the size limit; if more follows, it is refused like a
+    too-large one (Werkzeug would cut it off silently)."""
     if request.environ.get("feature_store.body_timed_out"):
         raise ApiError(408, _BODY_TIMEOUT)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
     try:
-        data = request.get_data(cache=False)
+        with body_deadline(request.environ, _services().config.REQUEST_BODY_TIMEOUT):
+            data = request.get_data(cache=False)
+            too_large = (request.content_length is None and limit is not None and len(data) >= limit
+                         and request.environ["wsgi.input"].read(1))
     except OSError:  # TimeoutError: the client stopped sending the body it declared
         raise ApiError(408, _BODY_TIMEOUT) from None
     except ClientDisconnected as exc:  # Werkzeug's word for the same, when it wraps the stream
         if isinstance(exc.__context__, TimeoutError):
             raise ApiError(408, _BODY_TIMEOUT) from None
         raise
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if request.content_length is None and limit is not None and len(data) >= limit \
-            and request.environ["wsgi.input"].read(1):
+    if too_large:
         raise ApiError(413, "request body too large")
     return data
 

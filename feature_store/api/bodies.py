@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import orjson
 
@@ -77,3 +78,23 @@ def _scrub(value):
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value
+
+
+@contextmanager
+def body_deadline(environ, seconds: float):
+    """Reads of the request body inside the block give up after `seconds` without data (a
+    TimeoutError), so a client that declares a body and stops sending cannot hold a server thread.
+    Only gunicorn exposes its socket; elsewhere this does nothing. The response is written
+    without the deadline."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        yield
+        return
+    sock.settimeout(seconds)
+    try:
+        yield
+    finally:
+        try:
+            sock.settimeout(None)  # blocking again, as gunicorn keeps it while handling
+        except OSError:
+            pass

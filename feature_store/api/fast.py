@@ -18,7 +18,7 @@ from http import HTTPStatus
 import orjson
 
 from feature_store.api import access
-from feature_store.api.bodies import STATUS_OF_ERROR, dumps, lookup_answer, simple_item
+from feature_store.api.bodies import STATUS_OF_ERROR, body_deadline, dumps, lookup_answer, simple_item
 from feature_store.errors import FeatureStoreError
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,6 @@ class FastInference:
         self.gate: access.Gate = app.extensions["feature_store_gate"]
 
     def __call__(self, environ, start_response):
-        sock = environ.get("gunicorn.socket")
-        if sock is not None:
-            # A client that declares a body and stops sending it must not hold a thread: reads
-            # (and writes) of this request give up after this long (gunicorn resets it per request).
-            sock.settimeout(self.body_timeout)
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
             return self.flask(environ, start_response)
         try:
@@ -53,7 +48,8 @@ class FastInference:
             return self.flask(environ, start_response)
         started = time.perf_counter()
         try:
-            body = environ["wsgi.input"].read(length)
+            with body_deadline(environ, self.body_timeout):
+                body = environ["wsgi.input"].read(length)
         except OSError:  # TimeoutError: the body did not arrive in time
             environ["wsgi.input"] = io.BytesIO()
             environ["feature_store.body_timed_out"] = True

@@ -88,3 +88,4 @@ def test_a_body_that_never_arrives_is_408_after_the_timeout(web, path):
     response = requests.post(f"http://127.0.0.1:{web}{BASE}/inference",
                              json={"feature_type": "payment_type", "entity_id": "3010"}, timeout=5)
     assert response.status_code == 200 and response.json()["feature_value"] == "Prepaid"
+
