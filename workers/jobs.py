@@ -82,33 +82,29 @@ def _extract_partitioned(job, warehouse: Warehouse, store: OnlineStore, config: 
                                                           "computed_at": plan["computed_at"]},
                                job_id=part_id, timeout=config.EXTRACT_JOB_TIMEOUT, result_ttl=config.EXTRACT_JOB_TTL,
                                failure_ttl=config.EXTRACT_JOB_TTL, retry=Retry(max=2))
-    for index, ranges in enumerate(plan["ranges"]):
-        if run.claim(index, job.id):
-            _run_partition(run, index, ranges, plan["computed_at"], warehouse, store, config)
     registry = StartedJobRegistry(queue.name, connection=job.connection, serializer="json")
-    last_cleanup = time.monotonic()
-    while True:
-        done, failed = run.state()
-        if failed:
-            # No write of this run may outlive it (the next run's stale removal must not race a
-            # late writer): wait for the partitions still running elsewhere, then fail.
-            while any(index not in done and index not in failed and _running(job.connection, run.owner(index))
-                      for index in range(len(plan["ranges"]))):
-                time.sleep(0.2)
-                done, failed = run.state()
-            raise PartitionFailed(next(iter(failed.values())))
-        if len(done) == len(plan["ranges"]):
-            break
-        # A partition whose job is not running (still queued behind this very run, or put back
-        # after its worker died) is taken over and run here: the run never waits on itself.
+    cleanup = _Cleanup(registry)
+    try:
         for index, ranges in enumerate(plan["ranges"]):
-            if index not in done and not _running(job.connection, run.owner(index)):
-                run.take_over(index, job.id)
+            if run.claim(index, job.id):
                 _run_partition(run, index, ranges, plan["computed_at"], warehouse, store, config)
-        if time.monotonic() - last_cleanup > 5:
-            registry.cleanup()  # RQ's abandoned-job handling, as an idle worker would run it
-            last_cleanup = time.monotonic()
-        time.sleep(0.2)
+        while True:
+            done, failed = run.state()
+            if failed:
+                raise PartitionFailed(next(iter(failed.values())))
+            if len(done) == len(plan["ranges"]):
+                break
+            # A partition whose job is not running (still queued behind this very run, or put back
+            # after its worker died) is taken over and run here: the run never waits on itself.
+            for index, ranges in enumerate(plan["ranges"]):
+                if index not in done and not _running(job.connection, run.owner(index)):
+                    run.take_over(index, job.id)
+                    _run_partition(run, index, ranges, plan["computed_at"], warehouse, store, config)
+            cleanup.maybe()
+            time.sleep(0.2)
+    except BaseException:
+        _settle(job, run, len(plan["ranges"]), cleanup)
+        raise
     removal = time.perf_counter()
     removed = store.remove_stale(REGISTRY.feature_types(), plan["computed_at"], len(plan["ranges"]),
                                  plan["computed_at"])
@@ -117,6 +113,39 @@ def _extract_partitioned(job, warehouse: Warehouse, store: OnlineStore, config: 
             "computed_at": format_computed_at(plan["computed_at"]), "partitions": len(plan["ranges"]),
             "stages": {"partitions": round(removal - started, 3),
                        "remove_stale": round(time.perf_counter() - removal, 3)}}
+
+
+class _Cleanup:
+    """RQ's abandoned-job handling, run every few seconds as an idle worker would (this worker
+    is busy with the run)."""
+
+    def __init__(self, registry: StartedJobRegistry) -> None:
+        self.registry = registry
+        self.last = time.monotonic()
+
+    def maybe(self) -> None:
+        if time.monotonic() - self.last > 5:
+            self.registry.cleanup()
+            self.last = time.monotonic()
+
+
+def _settle(job, run: RunPartitions, partitions: int, cleanup: _Cleanup) -> None:
+    """Before a failing run ends: no write of it may outlive it (the next run's stale removal
+    must not race a late writer). Partitions no one claimed yet are claimed here, so their jobs
+    skip; those running elsewhere are waited for (a dead worker's job is released by RQ's
+    abandoned-job handling)."""
+    try:
+        for index in range(partitions):
+            run.claim(index, job.id)
+        while True:
+            done, failed = run.state()
+            if not any(index not in done and index not in failed and run.owner(index) != job.id
+                       and _running(job.connection, run.owner(index)) for index in range(partitions)):
+                return
+            cleanup.maybe()
+            time.sleep(0.2)
+    except Exception:  # Redis itself failing: the run fails with its own error
+        log.warning("could not wait for the run's other partitions", exc_info=True)
 
 
 def _running(connection, job_id: str | None) -> bool:
