@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from rq import Queue
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from sqlalchemy import create_engine, text
 
 from feature_store import create_app
@@ -72,3 +72,25 @@ def test_a_partition_job_of_a_run_that_is_over_writes_nothing(warehouse, start_w
     wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=30, what="the partition job")
     assert job.return_value() == {"skipped": True}
     assert [key for key in connection.scan_iter() if not key.startswith(b"rq:")] == []
+
+
+def test_a_run_failing_in_its_own_partition_leaves_no_partition_to_write_later(client, warehouse, start_worker,
+                                                                                redis_server):
+    # An unreadable timestamp in the last quote: the partition holding it fails. The run's job
+    # (the only worker) runs every partition itself; the partition jobs it queued must then find
+    # the run over and write nothing, however late they run.
+    engine = create_engine(warehouse)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE quotes SET bound_at = 'not a time' WHERE id = (SELECT MAX(id) FROM quotes)"))
+    engine.dispose()
+    start_worker(warehouse, env={"EXTRACT_PARTITIONS": "2"})
+    response = client.post(f"{BASE}/extract")
+    assert response.status_code == 500
+    assert "quote_creation_to_binding_time" in response.get_json()["error"]
+    connection = redis_server.client()
+    run_id = response.get_json()["job_id"]
+    for index in range(2):
+        part = Job.fetch(f"{run_id}-p{index}", connection=connection, serializer="json")
+        wait_for(lambda part=part: part.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED),
+                 timeout=30, what="the partition job")
+        assert part.return_value() == {"skipped": True}
