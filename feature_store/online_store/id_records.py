@@ -32,6 +32,8 @@ from itertools import accumulate, chain
 
 import redis
 
+from feature_store.registry import Entity
+
 log = logging.getLogger(__name__)
 
 _FORMAT = b"ids1"
@@ -120,12 +122,8 @@ def _union(sorted_ids: array, extra: Sequence[int]) -> array:
 
 
 def parse_stored_id(text: bytes) -> int | None:
-    """The id of a key's `{entity_id}` part, or None when it is not a canonical 64-bit id."""
-    body = text[1:] if text[:1] == b"-" else text
-    if not body.isdigit() or len(text) > 20 or (body[:1] == b"0" and (len(body) > 1 or text != body)):
-        return None
-    number = int(text)
-    return number if -(2**63) <= number < 2**63 else None
+    """The id of a key's `{entity_id}` part (as bytes), or None when it names no row."""
+    return Entity.parse_id(text.decode("utf-8", "replace"))
 
 
 class IdRecords:
