@@ -126,23 +126,27 @@ def overlapping_reads(cache, monkeypatch, change_between=None):
     return [tuple(answer) for answer in answers]
 
 
-def test_overlapping_reads_that_agree_fill_the_cache(cache, redis_server, monkeypatch):
-    # Many web threads asking for the same keys at once (bulk training requests) must still end
-    # up served from the cache.
+def credit_and_listening(cache, redis_server):
+    """KEY holds "Credit" (not yet read); the cache's invalidation listener is up. Returns a
+    client to change Redis with."""
     writer = redis_server.client()
     writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
     writer.hset(b"payment_type:other", mapping={"value": b'"Debit"', "computed_at": 1})
-    primed(cache, b"payment_type:other")  # the listener is up
+    primed(cache, b"payment_type:other")
+    return writer
+
+
+def test_overlapping_reads_that_agree_fill_the_cache(cache, redis_server, monkeypatch):
+    # Many web threads asking for the same keys at once (bulk training requests) must still end
+    # up served from the cache.
+    credit_and_listening(cache, redis_server)
     assert overlapping_reads(cache, monkeypatch) == [(b'"Credit"', b"1")] * 2
     hits = cache.hits
     assert tuple(cache.read([KEY])[0]) == (b'"Credit"', b"1") and cache.hits == hits + 1
 
 
 def test_overlapping_reads_that_disagree_cache_nothing(cache, redis_server, monkeypatch):
-    writer = redis_server.client()
-    writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
-    writer.hset(b"payment_type:other", mapping={"value": b'"Debit"', "computed_at": 1})
-    primed(cache, b"payment_type:other")
+    writer = credit_and_listening(cache, redis_server)
     # The second read sees a newer value than the first, held, one: neither may be cached, or a
     # reader could see "Credit" again after one saw "Debit". The invalidation is held back too
     # (it may arrive late), so only the disagreement itself can keep them out of the cache.
@@ -155,10 +159,7 @@ def test_overlapping_reads_that_disagree_cache_nothing(cache, redis_server, monk
 
 
 def test_a_key_changed_while_read_without_pause_is_cached_again(cache, redis_server, monkeypatch):
-    writer = redis_server.client()
-    writer.hset(KEY, mapping={"value": b'"Credit"', "computed_at": 1})
-    writer.hset(b"payment_type:other", mapping={"value": b'"Debit"', "computed_at": 1})
-    primed(cache, b"payment_type:other")
+    writer = credit_and_listening(cache, redis_server)
 
     def change():
         seen = cache.invalidations
