@@ -1,6 +1,6 @@
 """The benchmark suite (BENCHMARKS.md). Every figure is measured beside its floor in the same run.
 
-    python -m bench.run [--full] [--only inference,training,extraction,scaleout,memory,cold]
+    python -m bench.run [--full] [--only inference,training,extraction,scaleout,memory,cold,cursor_plan]
 
 Quick (default, a few minutes): 20,000-user warehouse for serving, 100,000 users for extraction.
 --full: 1,000,000 users for extraction (about 6 million values), longer wrk runs.
@@ -18,7 +18,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import orjson
 import redis
@@ -386,10 +389,176 @@ def bench_cold(args, report) -> None:
     report["cold"] = results
 
 
+# --- 7. batch plans on a warehouse without statistics --------------------------------------------
+def make_unanalyzed_pg_warehouse(users: int, payments: int, seed: int = 7) -> str:
+    """A fresh PostgreSQL warehouse (the project's schema) that has never been analyzed: `users`
+    users, one of them with one policy holding `payments` payment transactions (demo.py's shapes,
+    loaded by COPY like demo.load), autovacuum (and so autoanalyze) off on every table."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"feature_store_bench_cursor_plan_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    try:
+        demo.create_schema(engine)
+        with engine.begin() as conn:
+            for table in demo.TABLES:
+                conn.exec_driver_sql(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        rng = random.Random(seed)
+        statuses, weights = zip(*demo.PAYMENT_STATUSES, strict=True)
+        bound_at = demo.START
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            with cursor.copy("COPY users FROM STDIN") as copy:
+                for user_id in range(1, users + 1):
+                    copy.write_row((user_id, f"user{user_id}@example.com", demo.START))
+            with cursor.copy("COPY quotes FROM STDIN") as copy:
+                copy.write_row((1, 1, 100_000, demo.START, bound_at))
+            with cursor.copy("COPY policies FROM STDIN") as copy:
+                copy.write_row((1, 1, 1, "active", bound_at))
+            with cursor.copy("COPY payment_transactions FROM STDIN") as copy:
+                for payment_id in range(1, payments + 1):
+                    copy.write_row((payment_id, 1, rng.randint(1_000, 50_000), rng.choice(demo.PAYMENT_TYPES),
+                                    rng.choices(statuses, weights)[0], bound_at + timedelta(seconds=payment_id)))
+            raw.commit()
+        finally:
+            raw.close()
+    except BaseException:
+        drop_pg_database(url)
+        raise
+    finally:
+        engine.dispose()
+    return url
+
+
+def drop_pg_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def stream_query_stage(url: str, cursor_tuple_fraction: float, chunk_size: int = 10_000) -> dict:
+    """Seconds of extraction's query stage (Warehouse.stream over every feature, less encoding),
+    with batch reads planned for `cursor_tuple_fraction` of their rows."""
+    import feature_store.warehouse as warehouse_module
+
+    results = {}
+    with mock.patch.object(warehouse_module, "_BATCH_CURSOR_TUPLE_FRACTION", cursor_tuple_fraction):
+        warehouse = Warehouse(url)
+        try:
+            for feature in REGISTRY:
+                timings: dict[str, float] = {}
+                rows = 0
+                started = time.perf_counter()
+                for chunk in warehouse.stream(feature, chunk_size=chunk_size, timings=timings):
+                    rows += len(chunk)
+                elapsed = time.perf_counter() - started
+                query = elapsed - timings.get("encode", 0.0)
+                results[feature.feature_type] = {"rows": rows, "query_s": round(query, 3)}
+        finally:
+            warehouse.dispose()
+    results["total_query_s"] = round(sum(r["query_s"] for r in results.values()), 3)
+    return results
+
+
+def plain_statements(url: str) -> dict:
+    """The floor: the same statements (as the batch read compiles them), run on a plain
+    client-side psycopg cursor (no server-side cursor, so planned for all rows), fetchall."""
+    results = {}
+    warehouse = Warehouse(url)
+    try:
+        with warehouse.batch_engine.connect() as conn:
+            dialect = conn.dialect
+            driver = conn.connection.driver_connection
+            for feature in REGISTRY:
+                statement = feature.query(None)
+                compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+                params = compiled.construct_params()
+                if compiled.positional:
+                    params = tuple(params[name] for name in compiled.positiontup)
+                started = time.perf_counter()
+                with driver.cursor() as cursor:
+                    cursor.execute(compiled.string, params)
+                    rows = len(cursor.fetchall())
+                results[feature.feature_type] = {"rows": rows, "seconds": round(time.perf_counter() - started, 3)}
+    finally:
+        warehouse.dispose()
+    results["total_s"] = round(sum(r["seconds"] for r in results.values()), 3)
+    return results
+
+
+def explain_cursor(url: str, feature_type: str, cursor_tuple_fraction: float) -> dict:
+    """The plan PostgreSQL picks for `feature_type`'s query declared as a cursor (EXPLAIN DECLARE,
+    without running it) at `cursor_tuple_fraction`: its top nodes and estimated total cost."""
+    feature = REGISTRY.get(feature_type)
+    warehouse = Warehouse(url)
+    try:
+        with warehouse.batch_engine.connect() as conn:
+            sql = str(feature.query(None).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            conn.exec_driver_sql(f"SET LOCAL cursor_tuple_fraction = {cursor_tuple_fraction!r}")
+            plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) DECLARE c CURSOR FOR {sql}").scalar_one()
+    finally:
+        warehouse.dispose()
+    plan = plan[0]["Plan"] if isinstance(plan, list) else orjson.loads(plan)[0]["Plan"]
+    nodes = []
+    pending = [plan]
+    while pending and len(nodes) < 8:
+        node = pending.pop(0)
+        nodes.append(node["Node Type"] + (f" ({node['Join Type']})" if "Join Type" in node else ""))
+        pending.extend(node.get("Plans", []))
+    return {"nodes": nodes, "total_cost": plan["Total Cost"]}
+
+
+def bench_cursor_plan(args, report) -> None:
+    from sqlalchemy import create_engine, text
+
+    users, payments = 2_000, 400_000
+    started = time.perf_counter()
+    url = make_unanalyzed_pg_warehouse(users, payments)
+    results = {"users": users, "payments": payments, "load_s": round(time.perf_counter() - started, 1)}
+    try:
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            results["server_default_cursor_tuple_fraction"] = float(
+                conn.execute(text("SHOW cursor_tuple_fraction")).scalar_one())
+            results["never_analyzed"] = not conn.execute(text(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
+                "OR last_autoanalyze IS NOT NULL")).scalar_one()
+        engine.dispose()
+        # The floor and the fix, best of 3 (short); the default's plan once (tens of seconds).
+        results["floor_plain_statements"] = min((plain_statements(url) for _ in range(3)),
+                                                key=lambda r: r["total_s"])
+        results["after_fraction_1"] = min((stream_query_stage(url, 1.0) for _ in range(3)),
+                                          key=lambda r: r["total_query_s"])
+        results["before_fraction_0.1"] = stream_query_stage(url, 0.1)
+        results["plans"] = {f"fraction_{fraction}": explain_cursor(url, "user_policy_time_of_purchase", fraction)
+                            for fraction in (0.1, 1.0)}
+        floor = results["floor_plain_statements"]["total_s"]
+        results["before_vs_floor"] = round(results["before_fraction_0.1"]["total_query_s"] / floor, 1)
+        results["after_vs_floor"] = round(results["after_fraction_1"]["total_query_s"] / floor, 2)
+        with create_engine(url).connect() as conn:  # still unanalyzed after the runs
+            results["never_analyzed_after"] = not conn.execute(text(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
+                "OR last_autoanalyze IS NOT NULL")).scalar_one()
+    finally:
+        drop_pg_database(url)
+    report["cursor_plan"] = results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="1M-user extraction, longer load runs")
-    parser.add_argument("--only", default="inference,training,extraction,scaleout,memory,cold")
+    parser.add_argument("--only", default="inference,training,extraction,scaleout,memory,cold,cursor_plan")
     parser.add_argument("--seconds", type=int, default=None, help="duration of each wrk run")
     args = parser.parse_args()
     args.seconds = args.seconds or (20 if args.full else 8)
@@ -397,7 +566,8 @@ def main() -> None:
     report = {"machine": {"cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
                           "python": platform.python_version(), "full": args.full, "wrk_seconds": args.seconds}}
     benches = {"inference": bench_inference, "training": bench_training, "extraction": bench_extraction,
-               "scaleout": bench_scaleout, "memory": bench_memory, "cold": bench_cold}
+               "scaleout": bench_scaleout, "memory": bench_memory, "cold": bench_cold,
+               "cursor_plan": bench_cursor_plan}
     for name in args.only.split(","):
         started = time.perf_counter()
         benches[name](args, report)

@@ -158,6 +158,8 @@ class Warehouse:
                     for rows in raw:
                         yield encode(rows)
                     return
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(_PLAN_FOR_EVERY_ROW % _BATCH_CURSOR_TUPLE_FRACTION)
                 result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(statement)
                 for rows in result.partitions(chunk_size):
                     yield encode(rows)
@@ -187,6 +189,15 @@ class Warehouse:
 _RAW_DIALECTS = frozenset({"sqlite", "postgresql"})
 
 
+# A server-side cursor is planned for its first cursor_tuple_fraction of rows (PostgreSQL's default
+# 0.1): on a warehouse without statistics that picked a nested loop over a materialized join, 75-85
+# times slower than the plan for every row (BENCHMARKS.md, section 7). A batch read reads every
+# row, so its transaction plans for all of them; SET LOCAL ends with the transaction, before the
+# connection is pooled again.
+_BATCH_CURSOR_TUPLE_FRACTION = 1.0
+_PLAN_FOR_EVERY_ROW = "SET LOCAL cursor_tuple_fraction = %r"
+
+
 class _DriverError(Exception):
     """A DBAPI driver's own error, raised by a query read straight from its cursor."""
 
@@ -214,6 +225,9 @@ def _read_cursor(conn: Connection, sql: str, params, types: list, chunk_size: in
     cursor = driver.cursor(name="feature_store_batch") if dialect.name == "postgresql" else driver.cursor()
     try:
         try:
+            if dialect.name == "postgresql":
+                # In the cursor's transaction, before the cursor is declared (and so planned).
+                driver.execute(_PLAN_FOR_EVERY_ROW % _BATCH_CURSOR_TUPLE_FRACTION).close()
             cursor.execute(sql, params)
             processors = [type_.dialect_impl(dialect).result_processor(dialect, column[1])
                           for type_, column in zip(types, cursor.description, strict=True)]
