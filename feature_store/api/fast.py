@@ -47,6 +47,9 @@ class FastInference:
         if length < 0 or length > self.max_length:  # chunked, absent or too large: Flask decides
             return self.flask(environ, start_response)
         started = time.perf_counter()
+        # A request handed over to Flask is timed from here, so its access line covers the body
+        # read below (a body that stops arriving waits REQUEST_BODY_TIMEOUT in it).
+        environ[access.STARTED] = started
         try:
             with body_deadline(environ, self.body_timeout):
                 body = environ["wsgi.input"].read(length)

@@ -13,7 +13,7 @@ class EntityIdField(fields.Field):
     between), so 2**60 names the row 1152921504606846976.
     """
 
-    default_error_messages = {"invalid": "must be a string or an integer"}
+    default_error_messages = {"invalid": "must be a string or an integer", "null": "must be a string or an integer"}
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
@@ -31,14 +31,18 @@ class _Request(Schema):
         unknown = EXCLUDE
 
 
+# A null field is worded like any other value of the wrong type (not marshmallow's "Field may not
+# be null."), so every request error reads the same way.
 class FeatureRequestSchema(_Request):
-    feature_type = fields.String(required=True, metadata={"example": "user_failed_transaction_count"})
+    feature_type = fields.String(required=True, error_messages={"null": "must be a string"},
+                                 metadata={"example": "user_failed_transaction_count"})
     entity_id = EntityIdField(required=True, metadata={"example": "123", "oneOf": [{"type": "string"},
                                                                                    {"type": "integer"}]})
 
 
 class TrainingRequestSchema(_Request):
-    features = fields.List(fields.Nested(FeatureRequestSchema), required=True)
+    features = fields.List(fields.Nested(FeatureRequestSchema, error_messages={"null": "must be an object"}),
+                           required=True, error_messages={"null": "must be a list"})
 
 
 class FeatureSchema(Schema):

@@ -18,13 +18,14 @@ import requests
 from tests.conftest import PROJECT_DIR, free_port, wait_for
 
 BASE = "/api/v1/features"
+BODY_TIMEOUT = 0.5  # REQUEST_BODY_TIMEOUT of the server under test, in seconds
 
 
 @pytest.fixture
 def web(scenario_sqlite, tmp_path):
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}  # embedded mode
-    env.update(WAREHOUSE_URL=scenario_sqlite, REQUEST_BODY_TIMEOUT="1", EXTRACT_ON_START="0")
+    env.update(WAREHOUSE_URL=scenario_sqlite, REQUEST_BODY_TIMEOUT=str(BODY_TIMEOUT), EXTRACT_ON_START="0")
     log = open(tmp_path / "web.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen([sys.executable, "-m", "feature_store", "--bind", f"127.0.0.1:{port}"],
                                cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -89,3 +90,21 @@ def test_a_body_that_never_arrives_is_408_after_the_timeout(web, path):
                              json={"feature_type": "payment_type", "entity_id": "3010"}, timeout=5)
     assert response.status_code == 200 and response.json()["feature_value"] == "Prepaid"
 
+
+@pytest.mark.parametrize("path", ["inference", "training"])
+def test_the_access_line_of_a_408_covers_the_wait_for_the_body(web, tmp_path, path):
+    rid = f"slow-body-{path}"
+    status, body, _ = exchange(web, (
+        f"POST {BASE}/{path} HTTP/1.1\r\nHost: x\r\nX-Request-ID: {rid}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 100\r\n\r\n").encode() + b'{"feature_type": ')
+    assert (status, body["request_id"]) == (408, rid)
+
+    def access_line():
+        lines = [line for line in (tmp_path / "web.log").read_text().splitlines()
+                 if "feature_store.access" in line and f" {rid} " in line]
+        return lines[-1] if lines else None
+
+    line = wait_for(access_line, timeout=5, what=f"the access line of {rid}")
+    assert f" {rid} POST {BASE}/{path} 408 " in line
+    milliseconds = float(line.rsplit(" ", 1)[1].removesuffix("ms"))
+    assert BODY_TIMEOUT * 1000 <= milliseconds < BODY_TIMEOUT * 1000 + 2000, line
