@@ -61,6 +61,8 @@ class Config:
     EXTRACT_JOB_TIMEOUT: int = field(default_factory=lambda: _env_int("EXTRACT_JOB_TIMEOUT", 3600))
     # How long finished and failed jobs stay visible at GET /extract/<job_id>.
     EXTRACT_JOB_TTL: int = field(default_factory=lambda: _env_int("EXTRACT_JOB_TTL", 7 * 24 * 3600))
+    # Scheduled extraction: a 5-field cron expression (UTC) or a whole number of seconds; unset: none.
+    EXTRACT_SCHEDULE: str | None = field(default_factory=lambda: _env_str("EXTRACT_SCHEDULE", None))
     # Split each extraction run into this many id-range partitions that workers share (1: one job).
     EXTRACT_PARTITIONS: int = field(default_factory=lambda: _env_int("EXTRACT_PARTITIONS", 1))
     # Rows per chunk when streaming a feature query, and values per Redis pipeline.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from feature_store.online_store import OnlineStore, connect
 from feature_store.online_store.local_cache import LocalCache
 from feature_store.registry import Registry
 from feature_store.services.jobs import ExtractionRuns
+from feature_store.services.schedule import Schedule, start_in_thread
 from feature_store.services.serving import FeatureServer
 from feature_store.warehouse import Warehouse, describe_url
 
@@ -32,9 +34,12 @@ class Services:
     runs: ExtractionRuns
     warehouse: Warehouse
     store: OnlineStore
+    schedule_stop: threading.Event | None = None  # embedded mode's in-process schedule
 
     def close(self) -> None:
         """Release connections and threads (for a process that builds and drops apps: tests)."""
+        if self.schedule_stop is not None:
+            self.schedule_stop.set()
         self.warehouse.dispose()
         if self.store.local_cache is not None:
             self.store.local_cache.close()
@@ -60,6 +65,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         test_config: settings that override the environment's (see config.Config).
     """
     config = Config.from_env(**(test_config or {}))
+    schedule = Schedule.parse(config.EXTRACT_SCHEDULE)  # a malformed schedule fails the start
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.MAX_CONTENT_LENGTH
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,18 +93,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     store = OnlineStore(client, cache)
     runs = ExtractionRuns(client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,
                           job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
-                          warehouse_url=config.WAREHOUSE_URL)
-    app.extensions["feature_store"] = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse),
-                                               runs, warehouse, store)
+                          feature_types=REGISTRY.feature_types(), warehouse_url=config.WAREHOUSE_URL)
+    services = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse), runs, warehouse, store)
+    app.extensions["feature_store"] = services
 
     from feature_store.api import access
     from feature_store.api import bp as api_bp
     from feature_store.api.errors import register_error_handlers
     from feature_store.api.fast import FastInference
     from feature_store.api.openapi import bp as openapi_bp
+    from feature_store.api.ops import bp as ops_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(openapi_bp)
+    app.register_blueprint(ops_bp)
     register_error_handlers(app)
     access.init_app(app)
     app.wsgi_app = FastInference(app)
@@ -107,4 +115,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         job_id, _ = runs.start_or_join()
         status = runs.status(job_id)
         log.info("initial extraction %s: %s", job_id, status.result if status and status.result else status)
+    if config.embedded and schedule is not None:
+        services.schedule_stop = start_in_thread(runs, schedule)
+        log.info("scheduled extraction in this process: %s", schedule.describe())
     return app

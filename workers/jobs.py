@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import NoSuchJobError
@@ -14,22 +15,49 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from config import Config
-from feature_store.errors import FeatureStoreError
+from feature_store.errors import FeatureStoreError, WarehouseUnavailable
 from feature_store.features import REGISTRY
-from feature_store.online_store import OnlineStore, format_computed_at
-from feature_store.services.extraction import extract_all, extract_values, partition_ranges
+from feature_store.online_store import OnlineStore
+from feature_store.registry import Feature
+from feature_store.services.extraction import (
+    extract_all,
+    extract_values,
+    failure_message,
+    partition_ranges,
+    run_result,
+)
+from feature_store.services.jobs import run_is_active
 from feature_store.services.partitions import RunPartitions
+from feature_store.services.run_slots import RunSlots
 from feature_store.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
 
 class PartitionFailed(FeatureStoreError):
-    """A partition of the run failed; its message says which and why."""
+    """A partition of the run failed as a whole (Redis); its message says which and why."""
+
+
+class FeaturesFailed(FeatureStoreError):
+    """Some features of the run could not be refreshed (the job's meta holds the result)."""
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).replace(tzinfo=None).isoformat()
+
+
+def _features(feature_types: list[str] | None) -> list[Feature]:
+    if feature_types is None:
+        return list(REGISTRY)
+    wanted = set(feature_types)
+    return [feature for feature in REGISTRY if feature.feature_type in wanted]
 
 
 def extract_features(warehouse_url: str | None = None) -> dict:
-    """Extract every feature for every entity into the online store (the job's Redis).
+    """Extract the run's features for every entity into the online store (the job's Redis).
+
+    The run's features are read from its record when it starts (requests may add to them while
+    it is queued); a run queued behind another first waits for that one to end.
 
     Args:
         warehouse_url: set only by embedded mode's inline jobs; a worker uses its own
@@ -37,57 +65,103 @@ def extract_features(warehouse_url: str | None = None) -> dict:
     """
     job = get_current_job()
     config = Config.from_env()
-    warehouse = Warehouse(warehouse_url or config.WAREHOUSE_URL)
-    store = OnlineStore(job.connection)
-
-    def on_progress(update: dict) -> None:
-        job.meta["progress"] = update
-        job.save_meta()
-
+    slots = RunSlots(job.connection, config.EXTRACT_JOB_TTL)
     try:
-        if config.EXTRACT_PARTITIONS > 1 and warehouse_url is None:
-            return _extract_partitioned(job, warehouse, store, config)
-        return extract_all(REGISTRY, warehouse, store, chunk_size=config.EXTRACT_CHUNK_SIZE,
-                           on_progress=on_progress)
-    except FeatureStoreError as exc:
-        # A clean failure (warehouse or store down): say why, and don't retry it now; retries are
-        # for runs whose worker died (RQ's abandoned-job handling).
-        job.meta["error"] = f"extraction failed: {exc}; the previous values are still served"
-        job.retries_left = 0
-        job.save_meta()
-        raise
-    except Exception as exc:
-        log.exception("extraction failed")
-        job.meta["error"] = f"extraction failed: internal error ({exc.__class__.__name__}); see the worker log"
-        job.retries_left = 0
-        job.save_meta()
-        raise
+        features = _features(_begin(job, slots))
+        warehouse = Warehouse(warehouse_url or config.WAREHOUSE_URL)
+        store = OnlineStore(job.connection)
+
+        def on_progress(update: dict) -> None:
+            job.meta["progress"] = update
+            job.save_meta()
+
+        try:
+            if config.EXTRACT_PARTITIONS > 1 and warehouse_url is None:
+                result = _extract_partitioned(job, features, warehouse, store, config)
+            else:
+                result = extract_all(features, warehouse, store, chunk_size=config.EXTRACT_CHUNK_SIZE,
+                                     on_progress=on_progress)
+        except FeatureStoreError as exc:
+            # A clean failure (warehouse or store down): say why, and don't retry it now; retries are
+            # for runs whose worker died (RQ's abandoned-job handling).
+            failed = {f.feature_type: str(exc) for f in features} if isinstance(exc, WarehouseUnavailable) else {}
+            _fail(job, f"extraction failed: {exc}; the previous values are still served",
+                  run_result({}, failed, {}, 0, {}) | {"computed_at": None})
+            raise
+        except Exception as exc:
+            log.exception("extraction failed")
+            _fail(job, f"extraction failed: internal error ({exc.__class__.__name__}); see the worker log", None)
+            raise
+        finally:
+            warehouse.dispose()
+        if result["failed_features"]:
+            message = failure_message(result["failed_features"], len(result["features_extracted"]))
+            _fail(job, message, result)
+            raise FeaturesFailed(message)
+        return result
     finally:
-        warehouse.dispose()
+        slots.promote(job.id)  # the run is over: the one waiting behind it (if any) becomes current
 
 
-def _extract_partitioned(job, warehouse: Warehouse, store: OnlineStore, config: Config) -> dict:
+def _begin(job, slots: RunSlots) -> list[str] | None:
+    """Wait for the run this one is queued behind (if any), then seal this run's features."""
+    after = job.meta.get("after")
+    if after:
+        job.meta["waiting_for"] = after
+        job.save_meta()
+        cleanup = _Cleanup(StartedJobRegistry(job.origin, connection=job.connection, serializer="json"))
+        while run_is_active(job.connection, after):
+            time.sleep(0.2)
+            cleanup.maybe()
+        slots.promote(after)
+        job.meta.pop("waiting_for", None)
+    feature_types = slots.seal(job.id)
+    job.meta["started_at"] = _now_iso()
+    job.save_meta()
+    return feature_types
+
+
+def _fail(job, error: str, result: dict | None) -> None:
+    job.meta["error"] = error
+    if result is not None:
+        job.meta["result"] = result
+    job.retries_left = 0
+    job.save_meta()
+
+
+def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, store: OnlineStore,
+                         config: Config) -> dict:
     """Run a partitioned extraction: enqueue the partitions, run the unclaimed ones here, wait
     for the rest, then remove the values of gone entities (see services/partitions.py)."""
     run = RunPartitions(job.connection, job.id, config.EXTRACT_JOB_TTL)
-    plan = run.plan(lambda: {"computed_at": store.run_stamp(),
-                             "ranges": partition_ranges(REGISTRY, warehouse, config.EXTRACT_PARTITIONS)})
+
+    def make_plan() -> dict:
+        warehouse.ping(batch=True)
+        ranges, failed_tables = partition_ranges(features, warehouse, config.EXTRACT_PARTITIONS)
+        return {"computed_at": store.run_stamp(), "ranges": ranges,
+                "failed": {f.feature_type: failed_tables[f.entity.table] for f in features
+                           if f.entity.table in failed_tables}}
+
+    plan = run.plan(make_plan)
+    feature_types = [f.feature_type for f in features if f.feature_type not in plan["failed"]]
     started = time.perf_counter()
-    store.begin_run(REGISTRY.feature_types())
+    store.begin_run(feature_types)
     queue = Queue(job.origin, connection=job.connection, serializer="json")
     for index, ranges in enumerate(plan["ranges"]):
         part_id = f"{job.id}-p{index}"
         if not Job.exists(part_id, connection=job.connection):
             queue.enqueue_call(extract_partition, kwargs={"run_id": job.id, "index": index, "ranges": ranges,
-                                                          "computed_at": plan["computed_at"]},
+                                                          "computed_at": plan["computed_at"],
+                                                          "feature_types": feature_types},
                                job_id=part_id, timeout=config.EXTRACT_JOB_TIMEOUT, result_ttl=config.EXTRACT_JOB_TTL,
                                failure_ttl=config.EXTRACT_JOB_TTL, retry=Retry(max=2))
     registry = StartedJobRegistry(queue.name, connection=job.connection, serializer="json")
     cleanup = _Cleanup(registry)
+    parts = _features(feature_types)
     try:
         for index, ranges in enumerate(plan["ranges"]):
             if run.claim(index, job.id):
-                _run_partition(run, index, ranges, plan["computed_at"], warehouse, store, config)
+                _run_partition(run, index, ranges, plan["computed_at"], parts, warehouse, store, config)
         while True:
             done, failed = run.state()
             if failed:
@@ -99,20 +173,25 @@ def _extract_partitioned(job, warehouse: Warehouse, store: OnlineStore, config: 
             for index, ranges in enumerate(plan["ranges"]):
                 if index not in done and not _running(job.connection, run.owner(index)):
                     run.take_over(index, job.id)
-                    _run_partition(run, index, ranges, plan["computed_at"], warehouse, store, config)
+                    _run_partition(run, index, ranges, plan["computed_at"], parts, warehouse, store, config)
             cleanup.maybe()
             time.sleep(0.2)
     except BaseException:
         _settle(job, run, len(plan["ranges"]), cleanup)
         raise
+    # A feature that failed in any partition is not refreshed: none of its values is removed
+    # (its other partitions' values were written, and are fresh).
+    failed_features = dict(plan["failed"])
+    for index in sorted(done):
+        for feature_type, reason in done[index]["failed"].items():
+            failed_features.setdefault(feature_type, f"partition {index}: {reason}")
+    refreshed = [ft for ft in feature_types if ft not in failed_features]
     removal = time.perf_counter()
-    removed = store.remove_stale(REGISTRY.feature_types(), plan["computed_at"], len(plan["ranges"]),
-                                 plan["computed_at"])
-    counts = {f.feature_type: sum(part[f.feature_type] for part in done.values()) for f in REGISTRY}
-    return {"features_extracted": counts, "total_features": sum(counts.values()), "removed": removed,
-            "computed_at": format_computed_at(plan["computed_at"]), "partitions": len(plan["ranges"]),
-            "stages": {"partitions": round(removal - started, 3),
-                       "remove_stale": round(time.perf_counter() - removal, 3)}}
+    removed = store.remove_stale(refreshed, plan["computed_at"], len(plan["ranges"]), plan["computed_at"])
+    counts = {ft: sum(part["counts"][ft] for part in done.values()) for ft in refreshed}
+    return run_result(counts, failed_features, removed, plan["computed_at"],
+                      {"partitions": removal - started, "remove_stale": time.perf_counter() - removal},
+                      partitions=len(plan["ranges"]))
 
 
 class _Cleanup:
@@ -157,7 +236,8 @@ def _running(connection, job_id: str | None) -> bool:
         return False
 
 
-def extract_partition(run_id: str, index: int, ranges: dict, computed_at: int) -> dict:
+def extract_partition(run_id: str, index: int, ranges: dict, computed_at: int,
+                      feature_types: list[str] | None = None) -> dict:
     """One partition of a partitioned run (enqueued by the run's job); skipped when claimed."""
     job = get_current_job()
     config = Config.from_env()
@@ -167,7 +247,8 @@ def extract_partition(run_id: str, index: int, ranges: dict, computed_at: int) -
         return {"skipped": True}
     warehouse = Warehouse(config.WAREHOUSE_URL)
     try:
-        return _run_partition(run, index, ranges, computed_at, warehouse, OnlineStore(job.connection), config)
+        return _run_partition(run, index, ranges, computed_at, _features(feature_types), warehouse,
+                              OnlineStore(job.connection), config)
     except Exception:
         # A clean failure is the run's to report; only a dead worker's partition is retried.
         job.retries_left = 0  # read by RQ's failure handling in this process
@@ -185,13 +266,13 @@ def _open(connection, run_id: str) -> bool:
     return status not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
-def _run_partition(run: RunPartitions, index: int, ranges: dict, computed_at: int, warehouse: Warehouse,
-                   store: OnlineStore, config: Config) -> dict:
+def _run_partition(run: RunPartitions, index: int, ranges: dict, computed_at: int, features: list[Feature],
+                   warehouse: Warehouse, store: OnlineStore, config: Config) -> dict:
     try:
-        existing = extract_values(REGISTRY, warehouse, store, computed_at=computed_at,
-                                  chunk_size=config.EXTRACT_CHUNK_SIZE, stages={},
-                                  id_ranges={table: tuple(bounds) for table, bounds in ranges.items()},
-                                  part=index)
+        existing, failed = extract_values(features, warehouse, store, computed_at=computed_at,
+                                          chunk_size=config.EXTRACT_CHUNK_SIZE, stages={},
+                                          id_ranges={table: tuple(bounds) for table, bounds in ranges.items()},
+                                          part=index)
     except FeatureStoreError as exc:
         run.failed(index, f"partition {index}: {exc}")
         raise
@@ -199,6 +280,6 @@ def _run_partition(run: RunPartitions, index: int, ranges: dict, computed_at: in
         log.exception("partition %d failed", index)
         run.failed(index, f"partition {index}: internal error ({exc.__class__.__name__})")
         raise
-    counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
-    run.done(index, counts)
-    return counts
+    outcome = {"counts": {feature_type: len(ids) for feature_type, ids in existing.items()}, "failed": failed}
+    run.done(index, outcome)
+    return outcome

@@ -10,13 +10,20 @@ from werkzeug.exceptions import ClientDisconnected
 
 from feature_store.api.bodies import body_deadline, lookup_answer, parse_json, simple_item
 from feature_store.api.errors import ApiError, json_response
-from feature_store.api.schemas import FeatureRequestSchema, TrainingRequestSchema, first_error
+from feature_store.api.schemas import (
+    ExtractRequestSchema,
+    FeatureRequestSchema,
+    TrainingRequestSchema,
+    first_error,
+)
 from feature_store.services import discovery
 
 bp = Blueprint("features", __name__, url_prefix="/api/v1/features")
 
 _feature_request = FeatureRequestSchema()
 _training_request = TrainingRequestSchema()
+_extract_request_schema = ExtractRequestSchema()
+RUNS_LISTED_MAX = 100
 
 
 def _services():
@@ -156,31 +163,59 @@ def training():
 
 def _wait_requested() -> bool:
     raw = request.args.get("wait", "true").strip().lower()
-    if raw in ("true", "1", "yes", ""):
-        return True
-    if raw in ("false", "0", "no"):
-        return False
-    raise ApiError(400, "wait must be true or false")
+    if raw not in ("true", "false"):
+        raise ApiError(400, "wait must be true or false")
+    return raw == "true"
+
+
+def _extract_request() -> list[str] | None:
+    """The feature types a POST /extract asks for; None (every feature) without a body."""
+    data = _request_data()
+    if not data.strip():
+        return None
+    try:
+        body = parse_json(data)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the request body is not valid JSON (expected a JSON object, or no body)") from None
+    feature_types = _load(_extract_request_schema, body).get("feature_types")
+    if feature_types is None:
+        return None
+    known = _services().registry.feature_types()
+    for i, feature_type in enumerate(feature_types):
+        if feature_type not in known:
+            raise ApiError(400, f"feature_types[{i}]: unknown feature_type {feature_type!r}; known feature types: "
+                           f"{', '.join(known)}", known_feature_types=known)
+    return feature_types
 
 
 @bp.post("/extract")
 def extract():
-    """Run batch extraction of every feature into the online store (waits by default)."""
+    """Run batch extraction of every feature, or of some, into the online store (waits by default)."""
     wait = _wait_requested()
+    feature_types = _extract_request()
     services = _services()
-    job_id, joined = services.runs.start_or_join()
+    runs = services.runs
+    job_id, joined = runs.start_or_join(feature_types)
     status_url = url_for("features.extraction_status", job_id=job_id, _external=True)
-    status = (services.runs.wait(job_id, services.config.EXTRACT_WAIT_SECONDS) if wait
-              else services.runs.status(job_id))
+    workers = runs.listening_workers()
+    accepted = {"job_id": job_id, "status_url": status_url, "joined": joined, "workers": workers}
+    if workers == 0:
+        # Waiting would only run out the clock: nothing will take the run until a worker comes.
+        status = runs.status(job_id)
+        accepted.update(status=status.status if status else "queued", warning=(
+            f"no worker listens on the extraction queue {runs.queue.name!r}: the run stays queued and "
+            "starts when a worker does"))
+        return json_response(accepted, 202, headers={"Location": status_url})
+    status = runs.wait(job_id, services.config.EXTRACT_WAIT_SECONDS) if wait else runs.status(job_id)
     if status is None or not status.done or not wait:
-        return json_response(
-            {"job_id": job_id, "status": status.status if status else "queued", "status_url": status_url,
-             "joined": joined},
-            202, headers={"Location": status_url},
-        )
-    if status.status == "failed":
-        raise ApiError(500, status.error or "the extraction failed", job_id=job_id)
+        accepted["status"] = status.status if status else "queued"
+        return json_response(accepted, 202, headers={"Location": status_url})
     result = status.result or {}
+    if status.status == "failed":
+        raise ApiError(500, status.error or "the extraction failed", job_id=job_id,
+                       failed_features=result.get("failed_features", {}),
+                       features_extracted=result.get("features_extracted", {}),
+                       total_features=result.get("total_features", 0))
     return json_response({
         "message": "Feature extraction completed successfully",
         "features_extracted": result.get("features_extracted", {}),
@@ -188,6 +223,19 @@ def extract():
         "job_id": job_id,
         "joined": joined,
     })
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= RUNS_LISTED_MAX:
+        raise ApiError(400, f"limit must be a whole number from 1 to {RUNS_LISTED_MAX}")
+    return int(raw)
+
+
+@bp.get("/extract")
+def extraction_runs():
+    """List extraction runs, newest first."""
+    return json_response({"runs": [status.summary() for status in _services().runs.runs(_limit())]})
 
 
 @bp.get("/extract/<job_id>")

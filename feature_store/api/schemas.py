@@ -3,7 +3,7 @@ the API in the OpenAPI document (see openapi.py). Unknown fields in a request ar
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import EXCLUDE, Schema, fields, validate
 
 
 class EntityIdField(fields.Field):
@@ -43,6 +43,12 @@ class FeatureRequestSchema(_Request):
 class TrainingRequestSchema(_Request):
     features = fields.List(fields.Nested(FeatureRequestSchema, error_messages={"null": "must be an object"}),
                            required=True, error_messages={"null": "must be a list"})
+
+
+class ExtractRequestSchema(_Request):
+    feature_types = fields.List(fields.String(), validate=validate.Length(min=1, error="must not be empty"),
+                                metadata={"description": "refresh only these (default: every feature)",
+                                          "example": ["payment_type"]})
 
 
 class FeatureSchema(Schema):

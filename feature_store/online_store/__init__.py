@@ -124,6 +124,17 @@ class OnlineStore:
         self._next_run_stamp = client.register_script(_NEXT_RUN_STAMP)
         self.records = IdRecords(client, self._delete_if_older)
 
+    def ping(self) -> None:
+        """Check that Redis answers.
+
+        Raises:
+            StoreUnavailable: it does not.
+        """
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+
     def run_stamp(self) -> int:
         """The computed_at of a new extraction run: now, or just after the previous run's."""
         try:

@@ -8,17 +8,18 @@ import operator
 import tempfile
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from feature_store.errors import FeatureStoreError
 from feature_store.online_store import OnlineStore, format_computed_at
-from feature_store.registry import Registry
+from feature_store.registry import Feature
 from feature_store.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
 
 def _query_to_spool(warehouse: Warehouse, feature, spool, chunk_size: int,
-                    id_range: tuple[int, int] | None, stages: dict[str, float]) -> array:
+                    id_range: IdRange | None, stages: dict[str, float]) -> array:
     """Stream one feature's query into `spool` (marshalled chunks, then None); returns the
     sorted ids of the entities it saw (the run's snapshot of which entities exist)."""
     ids = array("q")
@@ -31,108 +32,158 @@ def _query_to_spool(warehouse: Warehouse, feature, spool, chunk_size: int,
     return ids
 
 
-def extract_values(registry: Registry, warehouse: Warehouse, store: OnlineStore, *, computed_at: int,
-                   chunk_size: int, stages: dict[str, float], id_ranges: dict[str, tuple[int, int]] | None = None,
-                   part: int = 0, on_progress: Callable[[dict], None] | None = None) -> dict[str, array]:
-    """Phases 1 and 2 of a run (see extract_all), for every entity or, with `id_ranges`
-    ({entity table: [lo, hi)}), for partition `part`. Returns each feature's sorted entity ids.
-    The run is named by its `computed_at` stamp."""
+IdRange = tuple[int | None, int | None]
+
+
+def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: OnlineStore, *, computed_at: int,
+                   chunk_size: int, stages: dict[str, float], id_ranges: dict[str, IdRange] | None = None,
+                   part: int = 0, on_progress: Callable[[dict], None] | None = None,
+                   ) -> tuple[dict[str, array], dict[str, str]]:
+    """Phases 1 and 2 of a run (see extract_all) for `features`, over every entity or, with
+    `id_ranges` ({entity table: [lo, hi)}), for partition `part`. The run is named by its
+    `computed_at` stamp.
+
+    Returns:
+        ({feature_type: sorted entity ids} of the features written, {feature_type: reason} of
+        those whose query failed: nothing of theirs was written).
+
+    Raises:
+        StoreUnavailable: Redis failed while writing.
+    """
     progress = on_progress or (lambda update: None)
-    spools = {f.feature_type: tempfile.TemporaryFile(prefix=f"feature-store-{f.feature_type}-") for f in registry}
+    spools = {f.feature_type: tempfile.TemporaryFile(prefix=f"feature-store-{f.feature_type}-") for f in features}
+    existing: dict[str, array] = {}
+    failed: dict[str, str] = {}
     try:
         started = time.perf_counter()
         stages.setdefault("query", 0.0)
         encoding = stages.setdefault("encode", 0.0)
         # One query at a time: running them side by side was measured slower on 2 cores (the
-        # encoding holds the GIL) and costs a chunk buffer per query in memory.
-        existing = {f.feature_type: _query_to_spool(warehouse, f, spools[f.feature_type], chunk_size,
-                                                    id_ranges.get(f.entity.table) if id_ranges else None, stages)
-                    for f in registry}
+        # encoding holds the GIL) and costs a chunk buffer per query in memory. A feature whose
+        # query fails (a missing table, an unreadable row, an error part-way through the stream)
+        # is left out: its spool is dropped and the other features go on.
+        for feature in features:
+            try:
+                existing[feature.feature_type] = _query_to_spool(
+                    warehouse, feature, spools[feature.feature_type], chunk_size,
+                    id_ranges.get(feature.entity.table) if id_ranges else None, stages)
+            except FeatureStoreError as exc:
+                failed[feature.feature_type] = str(exc)
+                log.warning("%s: query failed, its previous values stay: %s", feature.feature_type, exc)
         counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
         # "query": the database, reading rows, spooling; "encode": values to their JSON.
         stages["query"] += time.perf_counter() - started - (stages["encode"] - encoding)
-        log.info("queried %s", counts)
+        log.info("queried %s%s", counts, f", failed {sorted(failed)}" if failed else "")
         progress({"phase": "write", "counts": counts})
 
         started = time.perf_counter()
         for feature_type, ids in existing.items():
             store.note_run_ids(feature_type, computed_at, part, ids)
         with store.batch_writer(computed_at) as write:
-            for feature in registry:
-                spool = spools[feature.feature_type]
+            for feature_type in existing:
+                spool = spools[feature_type]
                 spool.seek(0)
                 while (chunk := marshal.load(spool)) is not None:
-                    write(feature.feature_type, chunk)
+                    write(feature_type, chunk)
         stages["write"] = stages.get("write", 0.0) + time.perf_counter() - started
     finally:
         for spool in spools.values():
             spool.close()
-    return existing
+    return existing, failed
 
 
-def partition_ranges(registry: Registry, warehouse: Warehouse, partitions: int) -> list[dict[str, list[int]]]:
-    """Split every entity table's ids into `partitions` ranges [lo, hi) of equal width."""
-    tables = sorted({f.entity.table for f in registry})
+def partition_ranges(features: Sequence[Feature], warehouse: Warehouse,
+                     partitions: int) -> tuple[list[dict[str, list[int]]], dict[str, str]]:
+    """Split the ids of every entity table of `features` into `partitions` ranges [lo, hi) of
+    equal width. Returns the ranges, and {table: reason} for the tables whose ids could not be
+    read (their features fail the run; the other tables are split as usual)."""
+    tables = sorted({f.entity.table for f in features})
     plans: list[dict[str, list[int]]] = [{} for _ in range(partitions)]
+    failed: dict[str, str] = {}
     for table in tables:
-        bounds = warehouse.id_bounds(table)
+        try:
+            bounds = warehouse.id_bounds(table)
+        except FeatureStoreError as exc:
+            failed[table] = str(exc)
+            continue
         low, high = bounds if bounds else (0, -1)
         width = max(1, -(-(high - low + 1) // partitions))
         for i, plan in enumerate(plans):
+            # The outer partitions are open-ended: ids beyond the bounds (rows added since, or an
+            # id at the very end of the 64-bit range, whose successor no database can bind) fall
+            # in the first or the last.
             start = low + i * width
-            plan[table] = [start, high + 1 if i == partitions - 1 else min(start + width, high + 1)]
-    return plans
+            plan[table] = [start if i > 0 else None, None if i == partitions - 1 else start + width]
+    return plans, failed
 
 
-def extract_all(registry: Registry, warehouse: Warehouse, store: OnlineStore, *, chunk_size: int,
+def extract_all(features: Sequence[Feature], warehouse: Warehouse, store: OnlineStore, *, chunk_size: int,
                 on_progress: Callable[[dict], None] | None = None) -> dict:
-    """Compute every feature for every entity and store the values; then remove the values of
-    entities that no longer exist.
+    """Compute `features` for every entity and store the values; then remove the values of
+    entities that no longer exist. A feature whose query fails is left as it was (its values
+    still served, none removed) and the others are refreshed fully.
 
     Three phases, so that a failure leaves the online store as it was:
       1. query: each feature is one set-based query over its whole table, streamed in chunks of
          `chunk_size` rows and spooled to a temporary file, so memory holds chunks and entity
-         ids, never a table. A warehouse that fails here
-         fails the run before anything was written.
+         ids, never a table. A feature whose query fails here writes nothing.
       2. write: the spooled values go to Redis, one pipelined batch per chunk, all with the run's
          computed_at. Values are overwritten in place, so a reader always finds either the
          previous value or the new one.
       3. remove stale: only after every write succeeded, values of entities absent from the run's
-         snapshot (and not written since the run began) are deleted. The candidates come from the
-         feature's id record (the ids of the previous run and of values computed on demand; see
-         online_store/id_records.py), not from a scan of the keyspace.
+         snapshot (and not written since the run began) are deleted, for the features written.
+         The candidates come from the feature's id record (the ids of the previous run and of
+         values computed on demand; see online_store/id_records.py), not from a scan.
 
     Args:
         chunk_size: rows per streamed chunk and values per pipeline.
         on_progress: called with {"phase", "counts"} as the run advances (for job metadata).
 
     Returns:
-        {"features_extracted": {feature_type: count}, "total_features": N, "removed": {...},
+        {"features_extracted": {feature_type: count} of the features refreshed,
+         "total_features": N, "failed_features": {feature_type: reason}, "removed": {...},
          "computed_at": ISO timestamp, "stages": {stage: seconds}}
 
     Raises:
-        WarehouseUnavailable: phase 1 or 3 failed (in phase 1, nothing was written).
+        WarehouseUnavailable: the warehouse does not answer at all (nothing was written).
         StoreUnavailable: Redis failed (values already written are fresh; nothing was removed).
     """
     computed_at = store.run_stamp()
     stages: dict[str, float] = {}
     started = time.perf_counter()
-    store.begin_run(registry.feature_types())
+    warehouse.ping(batch=True)
+    store.begin_run([f.feature_type for f in features])
     stages["prepare"] = time.perf_counter() - started
-    existing = extract_values(registry, warehouse, store, computed_at=computed_at, chunk_size=chunk_size,
-                              stages=stages, on_progress=on_progress)
+    existing, failed = extract_values(features, warehouse, store, computed_at=computed_at, chunk_size=chunk_size,
+                                      stages=stages, on_progress=on_progress)
     counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
     progress = on_progress or (lambda update: None)
     progress({"phase": "remove_stale", "counts": counts})
     started = time.perf_counter()
-    removed = store.remove_stale(registry.feature_types(), computed_at, 1, computed_at)
+    removed = store.remove_stale(list(existing), computed_at, 1, computed_at)
     stages["remove_stale"] = time.perf_counter() - started
     log.info("extraction done: %s values, removed %s", sum(counts.values()), removed)
+    return run_result(counts, failed, removed, computed_at, stages)
 
+
+def run_result(counts: dict[str, int], failed: dict[str, str], removed: dict[str, int], computed_at: int,
+               stages: dict[str, float], **extra) -> dict:
+    """The result of a run, as GET /extract/<job_id> reports it."""
     return {
         "features_extracted": counts,
         "total_features": sum(counts.values()),
+        "failed_features": failed,
         "removed": removed,
         "computed_at": format_computed_at(computed_at),
+        **extra,
         "stages": {stage: round(seconds, 3) for stage, seconds in stages.items()},
     }
+
+
+def failure_message(failed: dict[str, str], refreshed: int) -> str:
+    """The error of a run in which some features failed: every one named, with its reason."""
+    named = "; ".join(f"{feature_type}: {reason}" for feature_type, reason in failed.items())
+    others = ("no other feature was refreshed" if refreshed == 0 else
+              f"the {refreshed} other{'s were' if refreshed != 1 else ' was'} refreshed")
+    return (f"extraction failed for {len(failed)} feature{'s' if len(failed) != 1 else ''} ({named}); "
+            f"{'they keep' if len(failed) != 1 else 'it keeps'} the previous values, and {others}")

@@ -11,14 +11,20 @@ import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from feature_store.errors import StoreUnavailable
+from feature_store.services.run_slots import CURRENT_RUN_KEY, RunSlots
+
+__all__ = ["CURRENT_RUN_KEY", "ExtractionRuns", "RunStatus"]
 
 # The job function, by import path: services never import the worker package.
 EXTRACT_FUNCTION = "workers.jobs.extract_features"
-# Holds the id of the extraction run in progress, so a second request joins it.
-CURRENT_RUN_KEY = "feature-store:extraction:current"
+# The runs, newest first (a sorted set of job ids by creation time), for GET /extract.
+RUNS_KEY = "feature-store:extraction:runs"
+RUNS_KEPT = 100
 JOB_ID_PREFIX = "extract-"
+TRIGGERS = ("api", "schedule")
 
 ACTIVE = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED,
           JobStatus.SCHEDULED, JobStatus.READY_TO_ENQUEUE, JobStatus.RATE_LIMITED}
@@ -32,11 +38,7 @@ _CONTRACT_STATUS = {
 }
 # A run whose creator died between claiming the slot and enqueueing stops blocking after this.
 _CREATED_GRACE_SECONDS = 30
-
-_RELEASE_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_STORE_DOWN = "the online store (Redis) is unreachable or not answering"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class RunStatus:
 
     job_id: str
     status: str  # queued | started | finished | failed
+    trigger: str
+    feature_types: list[str]
     enqueued_at: str | None
     started_at: str | None
     ended_at: str | None
@@ -56,12 +60,30 @@ class RunStatus:
         return self.status in ("finished", "failed")
 
     def as_dict(self) -> dict:
-        body = {"job_id": self.job_id, "status": self.status, "enqueued_at": self.enqueued_at,
+        body = {"job_id": self.job_id, "status": self.status, "trigger": self.trigger,
+                "feature_types": self.feature_types, "enqueued_at": self.enqueued_at,
                 "started_at": self.started_at, "ended_at": self.ended_at}
+        if self.status == "failed":
+            result = self.result or {}
+            body.update(success=False, error=self.error, failed_features=result.get("failed_features", {}),
+                        features_extracted=result.get("features_extracted", {}),
+                        total_features=result.get("total_features", 0))
         if self.result is not None:
             body["result"] = self.result
-        if self.error is not None:
-            body["error"] = self.error
+        return body
+
+    def summary(self) -> dict:
+        """The run as GET /extract lists it."""
+        body = {"job_id": self.job_id, "status": self.status, "trigger": self.trigger,
+                "feature_types": self.feature_types, "enqueued_at": self.enqueued_at,
+                "started_at": self.started_at, "ended_at": self.ended_at}
+        if self.done:
+            result = self.result or {}
+            body.update(features_extracted=result.get("features_extracted", {}),
+                        total_features=result.get("total_features", 0),
+                        failed_features=result.get("failed_features", {}))
+            if self.error is not None:
+                body["error"] = self.error
         return body
 
 
@@ -78,84 +100,108 @@ class ExtractionRuns:
 
     Args:
         connection: the Redis holding the queue (the online store's Redis).
+        feature_types: every declared feature type (a run of all of them is a full run).
         is_async: False runs jobs inline in this process (embedded mode).
         warehouse_url: passed to inline jobs only; real workers read their own WAREHOUSE_URL so
             credentials are never written into job data.
     """
 
     def __init__(self, connection: redis.Redis, *, queue_name: str, is_async: bool, job_timeout: int,
-                 job_ttl: int, retries: int = 2, warehouse_url: str | None = None) -> None:
+                 job_ttl: int, feature_types: list[str], retries: int = 2, warehouse_url: str | None = None) -> None:
         self.redis = connection
         self.queue = Queue(queue_name, connection=connection, is_async=is_async, serializer="json")
+        self.is_async = is_async
         self.job_timeout = job_timeout
         self.job_ttl = job_ttl
         self.retries = retries
+        self.feature_types = list(feature_types)
         self.warehouse_url = warehouse_url if not is_async else None
-        self._release = connection.register_script(_RELEASE_IF_OWNER)
+        self.slots = RunSlots(connection, job_ttl)
 
-    def start_or_join(self) -> tuple[str, bool]:
-        """The job id of the run in progress (joined=True) or of a new one (joined=False).
+    def start_or_join(self, feature_types: list[str] | None = None, *, trigger: str = "api") -> tuple[str, bool]:
+        """The job id of a run that will refresh `feature_types` (None: every feature), and
+        whether it is a run in progress that this call joined (see run_slots.py for the rule).
 
-        Check-and-enqueue is atomic: the run's slot is claimed with SET NX, so concurrent callers
-        get one run between them. A slot whose job ended, vanished or was abandoned is freed.
+        Check-and-enqueue is atomic: a slot is claimed with SET NX, so concurrent callers get one
+        run between them. A slot whose job ended, vanished or was abandoned is freed.
 
         Raises:
             StoreUnavailable: Redis is unreachable.
         """
+        if feature_types is not None and set(feature_types) >= set(self.feature_types):
+            feature_types = None
         try:
-            for _ in range(10):
-                current = self.redis.get(CURRENT_RUN_KEY)
-                if current is not None:
-                    current = current.decode()
-                    if self._is_active(current):
-                        return current, True
-                    self._release(keys=[CURRENT_RUN_KEY], args=[current])
+            for attempt in range(20):
+                current = self.slots.current()
+                if current is not None and not self.is_active(current):
+                    self.slots.promote(current)
                     continue
-                job = self.queue.create_job(
-                    EXTRACT_FUNCTION,
-                    status=JobStatus.CREATED,  # not "queued" until it really is (see _is_active)
-                    kwargs={"warehouse_url": self.warehouse_url} if self.warehouse_url else {},
-                    job_id=f"{JOB_ID_PREFIX}{uuid.uuid4().hex}",
-                    timeout=self.job_timeout,
-                    result_ttl=self.job_ttl,
-                    failure_ttl=self.job_ttl,
-                    retry=Retry(max=self.retries) if self.retries else None,
-                    description="feature extraction: every feature, every entity",
-                )
-                job.save()
-                try:
-                    claimed = self.redis.set(CURRENT_RUN_KEY, job.id, nx=True, ex=self.job_ttl)
-                    if claimed:
-                        self.queue.enqueue_job(job)
-                        return job.id, False
-                except redis.RedisError:
-                    # Never leave the slot pointing at a job no worker will see.
-                    self._forget(job)
-                    raise
-                job.delete()
+                if current is None:
+                    job_id = self._create(feature_types, trigger, after=None, claim=self.slots.claim_current)
+                    if job_id is not None:
+                        return job_id, False
+                    continue
+                if self.slots.join(current, feature_types):
+                    return current, True
+                waiting = self.slots.waiting()
+                if waiting is not None and not self.is_active(waiting):
+                    self.slots.release(waiting)
+                    continue
+                if waiting is None:
+                    job_id = self._create(feature_types, trigger, after=current, claim=self.slots.claim_next)
+                    if job_id is not None:
+                        return job_id, False
+                    continue
+                if self.slots.join(waiting, feature_types):
+                    return waiting, True
+                time.sleep(0.01 * attempt)  # the waiting run is starting: it becomes current
         except redis.RedisError as exc:
-            raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
+            raise StoreUnavailable(_STORE_DOWN) from exc
         raise StoreUnavailable("could not claim the extraction slot; try again")
+
+    def _create(self, feature_types: list[str] | None, trigger: str, *, after: str | None, claim) -> str | None:
+        """Create a run, claim its slot with `claim(job_id)` and enqueue it; None when another
+        caller claimed the slot first."""
+        job = self.queue.create_job(
+            EXTRACT_FUNCTION,
+            status=JobStatus.CREATED,  # not "queued" until it really is (see is_active)
+            kwargs={"warehouse_url": self.warehouse_url} if self.warehouse_url else {},
+            job_id=f"{JOB_ID_PREFIX}{uuid.uuid4().hex}",
+            timeout=self.job_timeout,
+            result_ttl=self.job_ttl,
+            failure_ttl=self.job_ttl,
+            retry=Retry(max=self.retries) if self.retries else None,
+            meta={"trigger": trigger, "after": after},
+            description="feature extraction: " + (", ".join(feature_types) if feature_types else "every feature"),
+        )
+        job.save()
+        self.slots.create_record(job.id, feature_types)
+        try:
+            if not claim(job.id):
+                job.delete()
+                return None
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(RUNS_KEY, {job.id: time.time()})
+                pipe.zremrangebyrank(RUNS_KEY, 0, -(RUNS_KEPT + 1))
+                pipe.expire(RUNS_KEY, self.job_ttl)
+                pipe.execute()
+            self.queue.enqueue_job(job)
+        except redis.RedisError:
+            # Never leave a slot pointing at a job no worker will see.
+            self._forget(job)
+            raise
+        return job.id
 
     def _forget(self, job: Job) -> None:
         try:
-            self._release(keys=[CURRENT_RUN_KEY], args=[job.id])
+            self.slots.release(job.id)
             job.delete()
         except redis.RedisError:
             pass  # the slot then frees itself: a job still "created" after the grace period is ignored
 
-    def _is_active(self, job_id: str) -> bool:
-        try:
-            job = Job.fetch(job_id, connection=self.redis, serializer="json")
-        except NoSuchJobError:
-            return False
-        status = job.get_status(refresh=False)
-        if status == JobStatus.CREATED:
-            created = job.created_at
-            if created is None:
-                return False
-            return (datetime.now(UTC) - _aware(created)).total_seconds() < _CREATED_GRACE_SECONDS
-        return status in ACTIVE
+    def is_active(self, job_id: str) -> bool:
+        """Whether the run is queued, running, or waiting to be retried."""
+        return run_is_active(self.redis, job_id)
 
     def status(self, job_id: str) -> RunStatus | None:
         """The run's status, or None when no extraction job has that id (or it expired).
@@ -171,18 +217,70 @@ class ExtractionRuns:
                 job = Job.fetch(job_id, connection=self.redis, serializer="json")
             except NoSuchJobError:
                 return None
-            if job.func_name != EXTRACT_FUNCTION:
-                return None
-            rq_status = job.get_status(refresh=False)
-            status = _CONTRACT_STATUS.get(rq_status, "queued")
-            result = job.return_value() if status == "finished" else None
-            error = None
-            if status == "failed":
-                error = job.meta.get("error") or "the extraction job failed (its worker died or it was stopped)"
-            return RunStatus(job.id, status, _iso(job.enqueued_at), _iso(job.started_at), _iso(job.ended_at),
-                             result, error)
+            return self._status(job, self.slots.features([job_id])[0])
         except redis.RedisError as exc:
-            raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
+            raise StoreUnavailable(_STORE_DOWN) from exc
+
+    def _status(self, job: Job, feature_types: list[str] | None) -> RunStatus | None:
+        if job.func_name != EXTRACT_FUNCTION:
+            return None
+        rq_status = job.get_status(refresh=False)
+        status = _CONTRACT_STATUS.get(rq_status, "queued")
+        meta = job.meta
+        started_at = meta.get("started_at") or _iso(job.started_at)
+        if status == "started" and meta.get("waiting_for"):
+            status, started_at = "queued", None  # its worker holds it until the run before it ends
+        ended_at = _iso(job.ended_at)
+        result = error = None
+        if status == "finished":
+            result = job.return_value()
+        elif status == "failed":
+            result = meta.get("result")
+            error = meta.get("error") or "the extraction job failed (its worker died or it was stopped)"
+            if ended_at is None:  # failed without a worker (inline, or abandoned): RQ sets no ended_at
+                latest = job.latest_result()
+                ended_at = _iso(latest.created_at) if latest is not None else None
+        return RunStatus(job.id, status, meta.get("trigger", "api"),
+                         feature_types if feature_types is not None else self.feature_types,
+                         _iso(job.enqueued_at) or _iso(job.created_at), started_at, ended_at, result, error)
+
+    def runs(self, limit: int) -> list[RunStatus]:
+        """The last `limit` runs still kept, newest first.
+
+        Raises:
+            StoreUnavailable: Redis is unreachable.
+        """
+        try:
+            ids = [i.decode() for i in self.redis.zrevrange(RUNS_KEY, 0, limit - 1)]
+            jobs = Job.fetch_many(ids, connection=self.redis, serializer="json") if ids else []
+            features = self.slots.features(ids) if ids else []
+            gone = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
+            if gone:
+                self.redis.zrem(RUNS_KEY, *gone)
+            statuses = [self._status(job, ft) for job, ft in zip(jobs, features, strict=True) if job is not None]
+        except redis.RedisError as exc:
+            raise StoreUnavailable(_STORE_DOWN) from exc
+        return [status for status in statuses if status is not None]
+
+    def listening_workers(self) -> int | None:
+        """How many RQ workers listen on the extraction queue (None in embedded mode, where runs
+        are inline). A worker killed without warning counts until its registration expires.
+
+        Raises:
+            StoreUnavailable: Redis is unreachable.
+        """
+        if not self.is_async:
+            return None
+        try:
+            names = self.redis.smembers(WORKERS_BY_QUEUE_KEY % self.queue.name)
+            if not names:
+                return 0
+            with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.exists(name)
+                return sum(pipe.execute())
+        except redis.RedisError as exc:
+            raise StoreUnavailable(_STORE_DOWN) from exc
 
     def wait(self, job_id: str, timeout: float, poll: float = 0.05) -> RunStatus | None:
         """The run's status once it is done, or as it stands when `timeout` seconds have passed."""
@@ -193,6 +291,22 @@ class ExtractionRuns:
                 return status
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
             poll = min(poll * 1.5, 0.5)
+
+
+def run_is_active(connection: redis.Redis, job_id: str) -> bool:
+    """Whether the run `job_id` is queued, running, or waiting to be retried (a run whose
+    creator died before enqueueing it stops counting after a grace period)."""
+    try:
+        job = Job.fetch(job_id, connection=connection, serializer="json")
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    if status == JobStatus.CREATED:
+        created = job.created_at
+        if created is None:
+            return False
+        return (datetime.now(UTC) - _aware(created)).total_seconds() < _CREATED_GRACE_SECONDS
+    return status in ACTIVE
 
 
 def _aware(moment: datetime) -> datetime:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import and_, create_engine, text, true
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -124,12 +124,13 @@ class Warehouse:
             raise _unreadable(feature, exc) from exc
         return values
 
-    def stream(self, feature: Feature, *, chunk_size: int, id_range: tuple[int, int] | None = None,
+    def stream(self, feature: Feature, *, chunk_size: int, id_range: tuple[int | None, int | None] | None = None,
                timings: dict[str, float] | None = None) -> Iterator[list[tuple[int, bytes]]]:
         """Every entity's encoded value of `feature`, in chunks of `chunk_size` rows.
 
-        One set-based query over the whole table (or the id range [lo, hi)), streamed with a
-        server-side cursor where the dialect has one, so memory stays flat whatever the size.
+        One set-based query over the whole table (or the id range [lo, hi); None: unbounded on
+        that side), streamed with a server-side cursor where the dialect has one, so memory stays
+        flat whatever the size.
 
         With `timings`, the seconds spent encoding values are added to its "encode".
 
@@ -139,7 +140,8 @@ class Warehouse:
         restrict = None
         if id_range is not None:
             lo, hi = id_range
-            restrict = lambda col: (col >= lo) & (col < hi)  # noqa: E731
+            restrict = lambda col: and_(*([col >= lo] if lo is not None else []),  # noqa: E731
+                                        *([col < hi] if hi is not None else []), true())
         statement = feature.query(restrict)
         encode = feature.rows_encoder()
         if timings is not None:
@@ -164,7 +166,7 @@ class Warehouse:
                 for rows in result.partitions(chunk_size):
                     yield encode(rows)
         except (SQLAlchemyError, _DriverError) as exc:
-            raise _unavailable(exc) from exc
+            raise _query_failed(feature.feature_type, exc) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
 
@@ -174,8 +176,31 @@ class Warehouse:
             with self.batch_engine.connect() as conn:
                 low, high = conn.execute(text(f"SELECT MIN(id), MAX(id) FROM {_table(table)}")).one()
         except SQLAlchemyError as exc:
-            raise _unavailable(exc) from exc
+            raise _query_failed(f"the ids of {table}", exc) from exc
         return None if low is None else (int(low), int(high))
+
+    def ping(self, *, batch: bool = False) -> None:
+        """Check that the warehouse answers a trivial query (the request path's deadline applies
+        unless `batch`).
+
+        Raises:
+            WarehouseUnavailable: it does not.
+        """
+        def ping() -> None:
+            try:
+                with (self.batch_engine if batch else self.request_engine).connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except SQLAlchemyError as exc:
+                raise _unavailable(exc) from exc
+
+        if batch:
+            return ping()
+        future = self._executor.submit(ping)
+        try:
+            return future.result(timeout=self.request_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise WarehouseUnavailable("the warehouse did not answer in time") from None
 
     def dispose(self) -> None:
         for engine in (self._request_engine, self._batch_engine):
@@ -266,6 +291,18 @@ def _unavailable(exc: Exception) -> WarehouseUnavailable:
     log.warning("warehouse error: %s", exc if isinstance(exc, _DriverError) else exc.__class__.__name__,
                 exc_info=exc)
     return WarehouseUnavailable("the warehouse is unreachable or failed to answer")
+
+
+def _query_failed(what: str, exc: Exception) -> WarehouseUnavailable:
+    """A batch query that failed, with the database's own one-line reason (no SQL, no
+    parameters): what an operator needs to see in the run's `failed_features`."""
+    _unavailable(exc)  # logged in full
+    orig = getattr(exc, "orig", None)
+    detail = str(orig if orig is not None else exc).strip().splitlines()
+    reason = detail[0] if detail else exc.__class__.__name__
+    if isinstance(exc, _DriverError):
+        reason = reason.split(": ", 1)[-1]  # drop the driver's class name
+    return WarehouseUnavailable(f"the warehouse failed the query of {what}: {reason[:300]}")
 
 
 def _unreadable(feature: Feature, exc: Exception) -> WarehouseDataError:

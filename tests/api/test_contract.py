@@ -311,7 +311,7 @@ def test_the_openapi_document_describes_every_endpoint(client):
 
 # --- robustness: what other writers leave in the warehouse and in Redis --------------------------
 
-def test_a_warehouse_row_the_feature_cannot_read_is_a_clear_502_and_extraction_writes_nothing(
+def test_a_warehouse_row_the_feature_cannot_read_is_a_clear_502_and_extraction_writes_none_of_that_feature(
         client, fake_redis, scenario_sqlite):
     scenario.execute(scenario_sqlite, "INSERT INTO quotes VALUES (93, 4, 1, '2024-03-01 08:00:00', 'soon')")
     response = infer(client, "quote_creation_to_binding_time", "93")
@@ -320,8 +320,11 @@ def test_a_warehouse_row_the_feature_cannot_read_is_a_clear_502_and_extraction_w
     assert infer(client, "quote_creation_to_binding_time", "42").get_json()["feature_value"] == 1  # others fine
     fake_redis.flushall()
     response = client.post(f"{BASE}/extract")
-    assert response.status_code == 500 and "cannot be read" in response.get_json()["error"]
-    assert [k for k in fake_redis.keys("*") if not k.startswith((b"rq:", b"feature-store:"))] == []
+    body = response.get_json()
+    assert response.status_code == 500 and "cannot be read" in body["error"]
+    assert list(body["failed_features"]) == ["quote_creation_to_binding_time"]
+    written = {k.split(b":")[0] for k in fake_redis.keys("*") if not k.startswith((b"rq:", b"feature-store:"))}
+    assert written == {f.encode() for f in EXPECTED} - {b"quote_creation_to_binding_time"}
 
 
 @pytest.mark.parametrize("stored", [

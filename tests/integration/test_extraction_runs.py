@@ -103,9 +103,11 @@ def test_a_failed_run_reports_its_error_and_keeps_the_previous_values(make_clien
     assert body["success"] is False and "warehouse" in body["error"] and body["job_id"]
     status = client.get(f"{BASE}/extract/{body['job_id']}").get_json()
     assert status["status"] == "failed" and "warehouse" in status["error"]
+    # The warehouse did not answer at all: every feature failed, and is named.
+    assert set(body["failed_features"]) == set(EXPECTED) and body["features_extracted"] == {}
     assert {k: redis.hgetall(k) for k in redis.keys("payment_type:*")} == before
     assert not (tmp_path / "missing.db").exists()  # a missing SQLite file is not created empty
-    assert redis.get(CURRENT_RUN_KEY) is not None  # the slot is freed lazily, by the next request
+    assert redis.get(CURRENT_RUN_KEY) is None  # a run that is over no longer holds the slot
 
 
 def test_extraction_removes_gone_entities_on_postgresql(make_client, start_worker, redis_server, warehouse_url):

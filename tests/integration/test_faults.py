@@ -182,7 +182,7 @@ def test_a_worker_killed_mid_extraction_is_detected_and_its_run_retried(redis_ur
     print(f"abandoned run retried and finished {detected_after:.1f}s after the kill")
 
 
-def test_a_warehouse_failing_mid_query_fails_the_run_and_leaves_the_store_untouched(
+def test_a_warehouse_query_killed_mid_stream_fails_its_feature_and_leaves_its_values_untouched(
         redis_url, redis_server, postgres_server_url, start_worker, make_app):
     demo.generate(postgres_server_url, users=60_000, seed=5, replace=True)
     app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=postgres_server_url)
@@ -208,7 +208,17 @@ def test_a_warehouse_failing_mid_query_fails_the_run_and_leaves_the_store_untouc
     status = wait_for(lambda: (s := client.get(f"{BASE}/extract/{job_id}").get_json())["status"] == "failed" and s,
                       timeout=60, what="the run to fail")
     assert "warehouse" in status["error"] and "Traceback" not in status["error"]
-    assert store_snapshot(redis) == before
+    failed = set(status["failed_features"])
+    assert len(failed) == 1, status["failed_features"]
+    assert set(status["features_extracted"]) == {f.feature_type for f in REGISTRY} - failed
+    after = store_snapshot(redis)
+    assert after.keys() == before.keys()
+    for key, stored in after.items():
+        if key.split(b":")[0].decode() in failed:
+            assert stored == before[key]  # the killed feature: exactly as before
+        else:  # the others: refreshed by this run (the same values, a later computed_at)
+            assert stored[b"value"] == before[key][b"value"]
+            assert int(stored[b"computed_at"]) > int(before[key][b"computed_at"])
     engine = create_engine(postgres_server_url)
     demo.drop_schema(engine)
     engine.dispose()
