@@ -228,8 +228,10 @@ class ExtractionRuns:
         status = _CONTRACT_STATUS.get(rq_status, "queued")
         meta = job.meta
         started_at = meta.get("started_at") or _iso(job.started_at)
-        if status == "started" and meta.get("waiting_for"):
-            status, started_at = "queued", None  # its worker holds it until the run before it ends
+        if status == "started" and (meta.get("waiting_for") or not meta.get("started_at")):
+            # Its worker holds it until the run before it ends (or it is sealing its features):
+            # it still takes in the features of requests that join it.
+            status, started_at = "queued", None
         ended_at = _iso(job.ended_at)
         result = error = None
         if status == "finished":

@@ -166,7 +166,7 @@ class Warehouse:
                 for rows in result.partitions(chunk_size):
                     yield encode(rows)
         except (SQLAlchemyError, _DriverError) as exc:
-            raise _query_failed(feature.feature_type, exc) from exc
+            raise _query_failed(f"the query of {feature.feature_type}", exc) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
 
@@ -176,7 +176,7 @@ class Warehouse:
             with self.batch_engine.connect() as conn:
                 low, high = conn.execute(text(f"SELECT MIN(id), MAX(id) FROM {_table(table)}")).one()
         except SQLAlchemyError as exc:
-            raise _query_failed(f"the ids of {table}", exc) from exc
+            raise _query_failed(f"to read the ids of {table}", exc) from exc
         return None if low is None else (int(low), int(high))
 
     def ping(self, *, batch: bool = False) -> None:
@@ -302,7 +302,7 @@ def _query_failed(what: str, exc: Exception) -> WarehouseUnavailable:
     reason = detail[0] if detail else exc.__class__.__name__
     if isinstance(exc, _DriverError):
         reason = reason.split(": ", 1)[-1]  # drop the driver's class name
-    return WarehouseUnavailable(f"the warehouse failed the query of {what}: {reason[:300]}")
+    return WarehouseUnavailable(f"the warehouse failed {what}: {reason[:300]}")
 
 
 def _unreadable(feature: Feature, exc: Exception) -> WarehouseDataError:

@@ -68,14 +68,6 @@ def test_concurrent_first_requests_start_one_run(make_client, scenario_sqlite, r
     assert redis_server.client().llen("rq:queue:feature-extraction") == 1
 
 
-def test_a_wait_that_reaches_its_bound_answers_202(make_client, scenario_sqlite):
-    client = make_client(scenario_sqlite, EXTRACT_WAIT_SECONDS=0.3)
-    response = client.post(f"{BASE}/extract")
-    assert response.status_code == 202
-    assert response.get_json()["status"] == "queued"
-    assert client.get(response.get_json()["status_url"]).get_json()["status"] == "queued"
-
-
 def test_a_followed_job_reports_started_then_finished_and_is_kept_a_day(make_client, scenario_sqlite, start_worker,
                                                                          redis_server):
     client = make_client(scenario_sqlite)
