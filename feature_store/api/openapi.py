@@ -34,7 +34,9 @@ def build_spec() -> dict:
         ("Feature", schemas.FeatureSchema), ("FeatureValue", schemas.FeatureValueSchema),
         ("TrainingResponse", schemas.TrainingResponseSchema), ("ExtractionResult", schemas.ExtractionResultSchema),
         ("ExtractionAccepted", schemas.ExtractionAcceptedSchema), ("ExtractionStatus", schemas.ExtractionStatusSchema),
-        ("Error", schemas.ErrorSchema),
+        ("ExtractRequest", schemas.ExtractRequestSchema), ("RunList", schemas.RunListSchema),
+        ("ExtractionFailed", schemas.ExtractionFailedSchema), ("Health", schemas.HealthSchema),
+        ("Ready", schemas.ReadySchema), ("Error", schemas.ErrorSchema),
     ]:
         spec.components.schema(name, schema=schema)
 
@@ -57,13 +59,22 @@ def build_spec() -> dict:
                       "413": _error("too many items or body too large"), "503": unavailable},
     }})
     spec.path(path=f"{BASE}/extract", operations={"post": {
-        "summary": "Run batch extraction of every feature into the online store",
+        "summary": "Run batch extraction of every feature, or of some, into the online store",
         "parameters": [{"name": "wait", "in": "query", "required": False,
                         "schema": {"type": "string", "enum": ["true", "false"]},
-                        "description": "false: answer 202 at once with the job id"}],
+                        "description": "false: answer 202 at once with the job id (case-insensitive)"}],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": "ExtractRequest"}}},
         "responses": {"200": _ok("extraction finished", "ExtractionResult"),
-                      "202": _ok("extraction queued or running", "ExtractionAccepted"),
-                      "400": _error("bad wait parameter"), "500": _error("the extraction failed"),
+                      "202": _ok("extraction queued or running (at once when no worker listens)",
+                                 "ExtractionAccepted"),
+                      "400": _error("bad wait parameter, or malformed or unknown feature_types"),
+                      "500": _ok("the extraction failed (some or every feature)", "ExtractionFailed"),
+                      "503": unavailable},
+    }, "get": {
+        "summary": "List extraction runs, newest first",
+        "parameters": [{"name": "limit", "in": "query", "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}],
+        "responses": {"200": _ok("the runs still kept", "RunList"), "400": _error("bad limit"),
                       "503": unavailable},
     }})
     spec.path(path=f"{BASE}/extract/{{job_id}}", operations={"get": {
@@ -71,6 +82,12 @@ def build_spec() -> dict:
         "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {"200": _ok("the run", "ExtractionStatus"), "404": _error("no such job"),
                       "503": unavailable},
+    }})
+    spec.path(path="/health", operations={"get": {
+        "summary": "Liveness: the web process serves", "responses": {"200": _ok("serving", "Health")}}})
+    spec.path(path="/ready", operations={"get": {
+        "summary": "Readiness: Redis and the warehouse answer",
+        "responses": {"200": _ok("ready", "Ready"), "503": _ok("not ready: names what does not answer", "Ready")},
     }})
     return spec.to_dict()
 

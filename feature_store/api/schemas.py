@@ -84,26 +84,78 @@ class ExtractionResultSchema(Schema):
     joined = fields.Boolean(metadata={"description": "true when this request joined a run in progress"})
 
 
+_COUNTS = {"keys": fields.String(), "values": fields.Integer()}
+_REASONS = {"keys": fields.String(), "values": fields.String()}
+_STATUS = {"enum": ["queued", "started", "finished", "failed"]}
+
+
 class ExtractionAcceptedSchema(Schema):
     job_id = fields.String(required=True)
-    status = fields.String(required=True)
+    status = fields.String(required=True, metadata=_STATUS)
     status_url = fields.String(required=True)
     joined = fields.Boolean()
+    workers = fields.Integer(allow_none=True, metadata={
+        "description": "workers listening on the extraction queue (null in embedded mode)"})
+    warning = fields.String(metadata={"description": "set when no worker listens: the run stays queued"})
 
 
-class ExtractionStatusSchema(Schema):
+class _RunFields(Schema):
     job_id = fields.String(required=True)
-    status = fields.String(required=True, metadata={"enum": ["queued", "started", "finished", "failed"]})
+    status = fields.String(required=True, metadata=_STATUS)
+    trigger = fields.String(required=True, metadata={"enum": ["api", "schedule"]})
+    feature_types = fields.List(fields.String(), required=True)
     enqueued_at = fields.String(allow_none=True)
     started_at = fields.String(allow_none=True)
     ended_at = fields.String(allow_none=True)
-    result = fields.Dict()
-    error = fields.String()
+
+
+class ExtractionStatusSchema(_RunFields):
+    result = fields.Dict(metadata={"description": "when finished (and what a failed run did)"})
+    success = fields.Boolean(metadata={"description": "false when failed"})
+    error = fields.String(metadata={"description": "when failed: names every failed feature"})
+    failed_features = fields.Dict(**_REASONS, metadata={"description": "when failed: feature type -> reason"})
+    features_extracted = fields.Dict(**_COUNTS, metadata={"description": "when failed: the features refreshed"})
+    total_features = fields.Integer()
+
+
+class RunSummarySchema(_RunFields):
+    features_extracted = fields.Dict(**_COUNTS, metadata={"description": "once ended"})
+    total_features = fields.Integer(metadata={"description": "once ended"})
+    failed_features = fields.Dict(**_REASONS, metadata={"description": "once ended"})
+    error = fields.String(metadata={"description": "when failed"})
+
+
+class RunListSchema(Schema):
+    runs = fields.List(fields.Nested(RunSummarySchema), required=True)
 
 
 class ErrorSchema(Schema):
     success = fields.Boolean(required=True, metadata={"example": False})
     error = fields.String(required=True)
+    request_id = fields.String()
+
+
+class ExtractionFailedSchema(ErrorSchema):
+    job_id = fields.String(required=True)
+    failed_features = fields.Dict(**_REASONS, required=True)
+    features_extracted = fields.Dict(**_COUNTS, required=True)
+    total_features = fields.Integer(required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"example": "ok"})
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ready", "not ready"]})
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                         metadata={"description": "redis, warehouse: \"ok\" or what is wrong"})
+    workers = fields.Integer(allow_none=True, required=True,
+                             metadata={"description": "workers listening on the extraction queue"})
+    queue = fields.String(required=True)
+    embedded = fields.Boolean(required=True)
+    success = fields.Boolean(metadata={"description": "false when not ready"})
+    error = fields.String(metadata={"description": "when not ready: what does not answer"})
     request_id = fields.String()
 
 
