@@ -84,9 +84,12 @@ def extract_features(warehouse_url: str | None = None) -> dict:
         except FeatureStoreError as exc:
             # A clean failure (warehouse or store down): say why, and don't retry it now; retries are
             # for runs whose worker died (RQ's abandoned-job handling).
-            failed = {f.feature_type: str(exc) for f in features} if isinstance(exc, WarehouseUnavailable) else {}
-            _fail(job, f"extraction failed: {exc}; the previous values are still served",
-                  run_result({}, failed, {}, 0, {}) | {"computed_at": None})
+            if isinstance(exc, WarehouseUnavailable):  # no answer at all: every feature failed
+                failed = {f.feature_type: str(exc) for f in features}
+                error = failure_message(failed, 0)
+            else:
+                failed, error = {}, f"extraction failed: {exc}; the previous values are still served"
+            _fail(job, error, run_result({}, failed, {}, 0, {}) | {"computed_at": None})
             raise
         except Exception as exc:
             log.exception("extraction failed")

@@ -97,6 +97,13 @@ def test_the_run_history_is_newest_first_and_limited(client):
         assert response.status_code == 400 and "limit" in response.get_json()["error"]
 
 
+def test_at_least_the_last_20_runs_are_listed(client):
+    ids = [client.post(f"{BASE}/extract", json={"feature_types": ["payment_type"]}).get_json()["job_id"]
+           for _ in range(25)]
+    assert [run["job_id"] for run in client.get(f"{BASE}/extract").get_json()["runs"]] == ids[::-1][:20]
+    assert [run["job_id"] for run in client.get(f"{BASE}/extract?limit=100").get_json()["runs"]] == ids[::-1]
+
+
 def test_the_slot_names_no_run_once_it_is_over(client, fake_redis):
     client.post(f"{BASE}/extract")
     assert fake_redis.get("feature-store:extraction:current") is None

@@ -97,6 +97,7 @@ def test_a_failed_run_reports_its_error_and_keeps_the_previous_values(make_clien
     assert status["status"] == "failed" and "warehouse" in status["error"]
     # The warehouse did not answer at all: every feature failed, and is named.
     assert set(body["failed_features"]) == set(EXPECTED) and body["features_extracted"] == {}
+    assert all(feature_type in body["error"] for feature_type in EXPECTED)
     assert {k: redis.hgetall(k) for k in redis.keys("payment_type:*")} == before
     assert not (tmp_path / "missing.db").exists()  # a missing SQLite file is not created empty
     assert redis.get(CURRENT_RUN_KEY) is None  # a run that is over no longer holds the slot
