@@ -12,11 +12,18 @@ import sys
 
 from config import PROJECT_DIR, Config
 from feature_store import startup_line
+from feature_store.services.schedule import Schedule
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("feature_store").info(startup_line(Config.from_env()))
+    config = Config.from_env()
+    try:
+        Schedule.parse(config.EXTRACT_SCHEDULE)  # refused here in one line, not in a worker's traceback
+    except ValueError as exc:
+        logging.getLogger("feature_store").error("%s", exc)
+        sys.exit(2)
+    logging.getLogger("feature_store").info(startup_line(config))
     os.chdir(PROJECT_DIR)
     gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
     os.execv(gunicorn, [gunicorn, "-c", "gunicorn.conf.py", *sys.argv[1:], "wsgi:app"])

@@ -17,7 +17,7 @@ from rq.registry import StartedJobRegistry
 from config import Config
 from feature_store.errors import FeatureStoreError, WarehouseUnavailable
 from feature_store.features import REGISTRY
-from feature_store.online_store import OnlineStore
+from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.registry import Feature
 from feature_store.services.extraction import (
     extract_all,
@@ -141,11 +141,12 @@ def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, sto
     def make_plan() -> dict:
         warehouse.ping(batch=True)
         ranges, failed_tables = partition_ranges(features, warehouse, config.EXTRACT_PARTITIONS)
-        return {"computed_at": store.run_stamp(), "ranges": ranges,
+        return {"stamp": store.run_stamp(), "computed_at": now_seconds(), "ranges": ranges,
                 "failed": {f.feature_type: failed_tables[f.entity.table] for f in features
                            if f.entity.table in failed_tables}}
 
     plan = run.plan(make_plan)
+    stamp = plan.get("stamp", plan["computed_at"])
     feature_types = [f.feature_type for f in features if f.feature_type not in plan["failed"]]
     started = time.perf_counter()
     store.begin_run(feature_types)
@@ -154,7 +155,7 @@ def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, sto
         part_id = f"{job.id}-p{index}"
         if not Job.exists(part_id, connection=job.connection):
             queue.enqueue_call(extract_partition, kwargs={"run_id": job.id, "index": index, "ranges": ranges,
-                                                          "computed_at": plan["computed_at"],
+                                                          "computed_at": plan["computed_at"], "stamp": stamp,
                                                           "feature_types": feature_types},
                                job_id=part_id, timeout=config.EXTRACT_JOB_TIMEOUT, result_ttl=config.EXTRACT_JOB_TTL,
                                failure_ttl=config.EXTRACT_JOB_TTL, retry=Retry(max=2))
@@ -164,7 +165,7 @@ def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, sto
     try:
         for index, ranges in enumerate(plan["ranges"]):
             if run.claim(index, job.id):
-                _run_partition(run, index, ranges, plan["computed_at"], parts, warehouse, store, config)
+                _run_partition(run, index, ranges, stamp, plan["computed_at"], parts, warehouse, store, config)
         while True:
             done, failed = run.state()
             if failed:
@@ -176,7 +177,7 @@ def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, sto
             for index, ranges in enumerate(plan["ranges"]):
                 if index not in done and not _running(job.connection, run.owner(index)):
                     run.take_over(index, job.id)
-                    _run_partition(run, index, ranges, plan["computed_at"], parts, warehouse, store, config)
+                    _run_partition(run, index, ranges, stamp, plan["computed_at"], parts, warehouse, store, config)
             cleanup.maybe()
             time.sleep(0.2)
     except BaseException:
@@ -190,7 +191,7 @@ def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, sto
             failed_features.setdefault(feature_type, f"partition {index}: {reason}")
     refreshed = [ft for ft in feature_types if ft not in failed_features]
     removal = time.perf_counter()
-    removed = store.remove_stale(refreshed, plan["computed_at"], len(plan["ranges"]), plan["computed_at"])
+    removed = store.remove_stale(refreshed, stamp, len(plan["ranges"]), plan["computed_at"])
     counts = {ft: sum(part["counts"][ft] for part in done.values()) for ft in refreshed}
     return run_result(counts, failed_features, removed, plan["computed_at"],
                       {"partitions": removal - started, "remove_stale": time.perf_counter() - removal},
@@ -240,7 +241,7 @@ def _running(connection, job_id: str | None) -> bool:
 
 
 def extract_partition(run_id: str, index: int, ranges: dict, computed_at: int,
-                      feature_types: list[str] | None = None) -> dict:
+                      feature_types: list[str] | None = None, stamp: int | None = None) -> dict:
     """One partition of a partitioned run (enqueued by the run's job); skipped when claimed."""
     job = get_current_job()
     config = Config.from_env()
@@ -250,7 +251,8 @@ def extract_partition(run_id: str, index: int, ranges: dict, computed_at: int,
         return {"skipped": True}
     warehouse = Warehouse(config.WAREHOUSE_URL)
     try:
-        return _run_partition(run, index, ranges, computed_at, _features(feature_types), warehouse,
+        return _run_partition(run, index, ranges, computed_at if stamp is None else stamp, computed_at,
+                              _features(feature_types), warehouse,
                               OnlineStore(job.connection), config)
     except Exception:
         # A clean failure is the run's to report; only a dead worker's partition is retried.
@@ -269,10 +271,11 @@ def _open(connection, run_id: str) -> bool:
     return status not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
-def _run_partition(run: RunPartitions, index: int, ranges: dict, computed_at: int, features: list[Feature],
+def _run_partition(run: RunPartitions, index: int, ranges: dict, stamp: int, computed_at: int,
+                   features: list[Feature],
                    warehouse: Warehouse, store: OnlineStore, config: Config) -> dict:
     try:
-        existing, failed = extract_values(features, warehouse, store, computed_at=computed_at,
+        existing, failed = extract_values(features, warehouse, store, stamp=stamp, computed_at=computed_at,
                                           chunk_size=config.EXTRACT_CHUNK_SIZE, stages={},
                                           id_ranges={table: tuple(bounds) for table, bounds in ranges.items()},
                                           part=index)

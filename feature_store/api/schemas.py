@@ -46,7 +46,9 @@ class TrainingRequestSchema(_Request):
 
 
 class ExtractRequestSchema(_Request):
-    feature_types = fields.List(fields.String(), validate=validate.Length(min=1, error="must not be empty"),
+    feature_types = fields.List(fields.String(error_messages={"null": "must be a string"}),
+                                validate=validate.Length(min=1, error="must not be empty"),
+                                error_messages={"null": "must be a list"},
                                 metadata={"description": "refresh only these (default: every feature)",
                                           "example": ["payment_type"]})
 

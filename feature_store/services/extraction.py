@@ -11,7 +11,7 @@ from array import array
 from collections.abc import Callable, Sequence
 
 from feature_store.errors import FeatureStoreError
-from feature_store.online_store import OnlineStore, format_computed_at
+from feature_store.online_store import OnlineStore, format_computed_at, now_seconds
 from feature_store.registry import Feature
 from feature_store.warehouse import Warehouse
 
@@ -35,13 +35,14 @@ def _query_to_spool(warehouse: Warehouse, feature, spool, chunk_size: int,
 IdRange = tuple[int | None, int | None]
 
 
-def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: OnlineStore, *, computed_at: int,
+def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: OnlineStore, *, stamp: int,
+                   computed_at: int,
                    chunk_size: int, stages: dict[str, float], id_ranges: dict[str, IdRange] | None = None,
                    part: int = 0, on_progress: Callable[[dict], None] | None = None,
                    ) -> tuple[dict[str, array], dict[str, str]]:
     """Phases 1 and 2 of a run (see extract_all) for `features`, over every entity or, with
-    `id_ranges` ({entity table: [lo, hi)}), for partition `part`. The run is named by its
-    `computed_at` stamp.
+    `id_ranges` ({entity table: [lo, hi)}), for partition `part`. The run is named by its `stamp`
+    (unique, later than every earlier run's); its values carry `computed_at` (the run's start).
 
     Returns:
         ({feature_type: sorted entity ids} of the features written, {feature_type: reason} of
@@ -78,7 +79,7 @@ def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: Onl
 
         started = time.perf_counter()
         for feature_type, ids in existing.items():
-            store.note_run_ids(feature_type, computed_at, part, ids)
+            store.note_run_ids(feature_type, stamp, part, ids)
         with store.batch_writer(computed_at) as write:
             for feature_type in existing:
                 spool = spools[feature_type]
@@ -148,19 +149,22 @@ def extract_all(features: Sequence[Feature], warehouse: Warehouse, store: Online
         WarehouseUnavailable: the warehouse does not answer at all (nothing was written).
         StoreUnavailable: Redis failed (values already written are fresh; nothing was removed).
     """
-    computed_at = store.run_stamp()
+    # The run's stamp names it in the id records and is unique, so two runs in one second may take
+    # stamps ahead of the clock; the values carry the real time the run started.
+    stamp = store.run_stamp()
+    computed_at = now_seconds()
     stages: dict[str, float] = {}
     started = time.perf_counter()
     warehouse.ping(batch=True)
     store.begin_run([f.feature_type for f in features])
     stages["prepare"] = time.perf_counter() - started
-    existing, failed = extract_values(features, warehouse, store, computed_at=computed_at, chunk_size=chunk_size,
-                                      stages=stages, on_progress=on_progress)
+    existing, failed = extract_values(features, warehouse, store, stamp=stamp, computed_at=computed_at,
+                                      chunk_size=chunk_size, stages=stages, on_progress=on_progress)
     counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
     progress = on_progress or (lambda update: None)
     progress({"phase": "remove_stale", "counts": counts})
     started = time.perf_counter()
-    removed = store.remove_stale(list(existing), computed_at, 1, computed_at)
+    removed = store.remove_stale(list(existing), stamp, 1, computed_at)
     stages["remove_stale"] = time.perf_counter() - started
     log.info("extraction done: %s values, removed %s", sum(counts.values()), removed)
     return run_result(counts, failed, removed, computed_at, stages)

@@ -26,6 +26,8 @@ def test_a_run_of_some_features_refreshes_only_those(client, fake_redis):
 @pytest.mark.parametrize(("body", "error"), [
     ({"feature_types": []}, "feature_types: must not be empty"),
     ({"feature_types": "payment_type"}, "feature_types: must be a list"),
+    ({"feature_types": None}, "feature_types: must be a list"),
+    ({"feature_types": [None]}, "feature_types[0]: must be a string"),
     ({"feature_types": ["payment_type", 7]}, "feature_types[1]: must be a string"),
     ({"feature_types": ["payment_type", "no_such_feature"]}, "feature_types[1]: unknown feature_type "
                                                              "'no_such_feature'"),
@@ -102,6 +104,19 @@ def test_at_least_the_last_20_runs_are_listed(client):
            for _ in range(25)]
     assert [run["job_id"] for run in client.get(f"{BASE}/extract").get_json()["runs"]] == ids[::-1][:20]
     assert [run["job_id"] for run in client.get(f"{BASE}/extract?limit=100").get_json()["runs"]] == ids[::-1]
+
+
+def test_many_runs_in_one_second_do_not_stamp_values_in_the_future(client, fake_redis):
+    from datetime import UTC, datetime
+
+    for _ in range(5):
+        client.post(f"{BASE}/extract", json={"feature_types": ["payment_type"]})
+    now = datetime.now(UTC).replace(microsecond=0, tzinfo=None).isoformat()  # served times are naive UTC
+    for run in client.get(f"{BASE}/extract").get_json()["runs"]:
+        status = client.get(f"{BASE}/extract/{run['job_id']}").get_json()
+        assert status["result"]["computed_at"] <= status["ended_at"]
+    answer = client.post(f"{BASE}/inference", json={"feature_type": "payment_type", "entity_id": 2000}).get_json()
+    assert answer["computed_at"] <= now
 
 
 def test_the_slot_names_no_run_once_it_is_over(client, fake_redis):
