@@ -31,6 +31,7 @@ from bench.harness import Deployment, rss_mb
 from feature_store.features import REGISTRY
 from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.warehouse import Warehouse, demo
+from feature_store.warehouse.statements import Current
 
 API = "/api/v1/features"
 RESULTS = Path(__file__).with_name("results")
@@ -481,7 +482,7 @@ def plain_statements(url: str) -> dict:
             dialect = conn.dialect
             driver = conn.connection.driver_connection
             for feature in REGISTRY:
-                statement = feature.query(None)
+                statement = feature.query(Current())
                 compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
                 params = compiled.construct_params()
                 if compiled.positional:
@@ -504,7 +505,7 @@ def explain_cursor(url: str, feature_type: str, cursor_tuple_fraction: float) ->
     warehouse = Warehouse(url)
     try:
         with warehouse.batch_engine.connect() as conn:
-            sql = str(feature.query(None).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            sql = str(feature.query(Current()).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
             conn.exec_driver_sql(f"SET LOCAL cursor_tuple_fraction = {cursor_tuple_fraction!r}")
             plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) DECLARE c CURSOR FOR {sql}").scalar_one()
     finally:

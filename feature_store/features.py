@@ -1,5 +1,11 @@
 """The feature declarations: the single source of truth for what each feature is and how it is
-computed. Discovery, batch extraction and on-demand computation all read these and nothing else.
+computed. Discovery, batch extraction, on-demand and as-of computation all read these and nothing
+else.
+
+A query is written once against a scope `q` (warehouse/statements.py): `q.select(Model, *inputs)`
+starts from the entity's table, `q.on(Model, condition)` is the condition of every join, and
+`q.key(Model)` is what to group by. The scope makes the same query read the warehouse as it is
+now (every entity, or some ids) or as it was at each row's instant of a training spine.
 
 To add a feature: declare it here (one `REGISTRY.register(Feature(...))`), then give it rows and
 expected values in tests/scenario.py (the contract and integration tests cover every declared
@@ -10,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func
 
 from feature_store.registry import DataType, Entity, Feature, Registry
 from feature_store.warehouse.models import PaymentTransaction, Policy, Quote, User, earliest
@@ -20,10 +26,6 @@ QUOTE = Entity("quote_id", "quotes")
 PAYMENT_TRANSACTION = Entity("payment_transaction_id", "payment_transactions")
 
 CATALOG_DATE = datetime(2025, 1, 1)
-
-
-def _restricted(statement, id_column, restrict):
-    return statement if restrict is None else statement.where(restrict(id_column))
 
 
 def _whole_seconds(start: datetime, end: datetime | None) -> int | None:
@@ -49,15 +51,15 @@ REGISTRY.register(Feature(
     entity=USER,
     data_type=DataType.DATETIME,
     created_at=CATALOG_DATE,
-    query=lambda restrict: _restricted(
-        select(User.id, earliest(PaymentTransaction.created_at))
-        .outerjoin(Policy, Policy.user_id == User.id)
-        .outerjoin(PaymentTransaction, and_(
+    query=lambda q: (
+        q.select(User, earliest(PaymentTransaction.created_at))
+        .outerjoin(Policy, q.on(Policy, Policy.user_id == User.id))
+        .outerjoin(PaymentTransaction, q.on(PaymentTransaction, and_(
             PaymentTransaction.policy_id == Policy.id,
             PaymentTransaction.status == "succeeded",
-        )),
-        User.id, restrict,
-    ).group_by(User.id),
+        )))
+        .group_by(q.key(User))
+    ),
 ))
 
 REGISTRY.register(Feature(
@@ -68,9 +70,7 @@ REGISTRY.register(Feature(
     entity=QUOTE,
     data_type=DataType.INTEGER,
     created_at=CATALOG_DATE,
-    query=lambda restrict: _restricted(
-        select(Quote.id, Quote.created_at, Quote.bound_at), Quote.id, restrict,
-    ),
+    query=lambda q: q.select(Quote, Quote.created_at, Quote.bound_at),
     value=_whole_seconds,
 ))
 
@@ -82,15 +82,15 @@ REGISTRY.register(Feature(
     entity=USER,
     data_type=DataType.INTEGER,
     created_at=CATALOG_DATE,
-    query=lambda restrict: _restricted(
-        select(User.id, func.count(PaymentTransaction.id))
-        .outerjoin(Policy, Policy.user_id == User.id)
-        .outerjoin(PaymentTransaction, and_(
+    query=lambda q: (
+        q.select(User, func.count(PaymentTransaction.id))
+        .outerjoin(Policy, q.on(Policy, Policy.user_id == User.id))
+        .outerjoin(PaymentTransaction, q.on(PaymentTransaction, and_(
             PaymentTransaction.policy_id == Policy.id,
             PaymentTransaction.status == "failed",
-        )),
-        User.id, restrict,
-    ).group_by(User.id),
+        )))
+        .group_by(q.key(User))
+    ),
 ))
 
 REGISTRY.register(Feature(
@@ -101,7 +101,5 @@ REGISTRY.register(Feature(
     entity=PAYMENT_TRANSACTION,
     data_type=DataType.STRING,
     created_at=CATALOG_DATE,
-    query=lambda restrict: _restricted(
-        select(PaymentTransaction.id, PaymentTransaction.payment_type), PaymentTransaction.id, restrict,
-    ),
+    query=lambda q: q.select(PaymentTransaction, PaymentTransaction.payment_type),
 ))

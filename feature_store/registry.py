@@ -79,8 +79,6 @@ def single_input(raw: Any) -> Any:
 
 _U64_MAX = 2**64 - 1
 
-# restrict(id_column) -> SQL condition on the entity ids (or None for every entity).
-EntityRestriction = Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True)
@@ -88,10 +86,11 @@ class Feature:
     """One feature: its catalog metadata and how it is computed from the warehouse.
 
     Attributes:
-        query: `query(restrict)` returns a SQLAlchemy SELECT of `(entity id, *inputs)` with one
-            row per existing entity, restricted by `restrict(id_column)` when given. It is
-            set-based: the same statement serves the whole table (batch extraction) and any set
-            of ids (on-demand computation).
+        query: `query(scope)` returns a SQLAlchemy SELECT of `(key, *inputs)` with one row per
+            existing entity, written against the scope's `select`, `on` and `key` (see
+            warehouse/statements.py). It is set-based: the same statement serves the whole table
+            (batch extraction), any set of ids (on-demand computation) and a spine of
+            (entity, instant) rows (as-of values for training).
         value: turns a row's inputs into the feature value (default: the single input). Kept in
             Python where SQL dialects disagree (timestamp arithmetic on SQLite text).
         version: bumped when the definition changes meaning (reported by discovery).
@@ -103,7 +102,7 @@ class Feature:
     entity: Entity
     data_type: DataType
     created_at: datetime
-    query: Callable[[EntityRestriction], Any]
+    query: Callable[[Any], Any]
     value: Callable[..., Any] = single_input
     version: int = 1
 

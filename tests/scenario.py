@@ -105,12 +105,17 @@ def expected_values() -> dict[str, dict[str, object]]:
 
 def load_scenario(url: str) -> None:
     """(Re)create the warehouse tables at `url` and insert the scenario's rows."""
+    load_rows(url, TABLE_ROWS)
+
+
+def load_rows(url: str, table_rows: dict[str, list[tuple]]) -> None:
+    """(Re)create the warehouse tables at `url` and insert `table_rows` ({table: rows})."""
     engine = create_engine(url)
     try:
         drop_schema(engine)
         create_schema(engine)
         with engine.begin() as conn:
-            for table, rows in TABLE_ROWS.items():
+            for table, rows in table_rows.items():
                 width = len(rows[0])
                 names = ", ".join(f":c{i}" for i in range(width))
                 conn.execute(text(f"INSERT INTO {table} VALUES ({names})"),

@@ -3,6 +3,8 @@ shape the answer."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import orjson
 from flask import Blueprint, current_app, g, request, url_for
 from marshmallow import ValidationError
@@ -89,14 +91,15 @@ def _load(schema, body):
         raise ApiError(400, first_error(exc.messages)) from None
 
 
-def _item(body) -> tuple[str, str]:
-    """(feature_type, entity_id) of one request item: the common shape directly, anything else
-    through the schema, which accepts exactly the same items and words the error for the rest."""
+def _item(body) -> tuple[str, str] | tuple[str, str, datetime | None]:
+    """(feature_type, entity_id[, as_of]) of one request item: the common shape directly,
+    anything else through the schema, which accepts exactly the same items and words the error
+    for the rest."""
     item = simple_item(body)
     if item is not None:
         return item
     loaded = _load(_feature_request, body)
-    return loaded["feature_type"], loaded["entity_id"]
+    return loaded["feature_type"], loaded["entity_id"], loaded.get("as_of")
 
 
 def _simple_items(body) -> list[tuple[str, str]] | None:
@@ -112,12 +115,12 @@ def _simple_items(body) -> list[tuple[str, str]] | None:
     return None
 
 
-def _items(body) -> list[tuple[str, str]]:
+def _items(body) -> list[tuple[str, str]] | list[tuple[str, str, datetime | None]]:
     """The (feature_type, entity_id) of each item of a training request (see _item)."""
     items = _simple_items(body)
     if items is not None:
         return items
-    return [(i["feature_type"], i["entity_id"]) for i in _load(_training_request, body)["features"]]
+    return [(i["feature_type"], i["entity_id"], i.get("as_of")) for i in _load(_training_request, body)["features"]]
 
 
 @bp.get("/discovery")

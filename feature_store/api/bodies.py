@@ -30,7 +30,7 @@ def parse_json(data: bytes):
 def simple_item(body) -> tuple[str, str] | None:
     """(feature_type, entity_id) when `body` is a well-formed item in its common shape, else None
     (the schema then decides, and words the error)."""
-    if type(body) is dict:
+    if type(body) is dict and "as_of" not in body:
         feature_type = body.get("feature_type")
         entity_id = body.get("entity_id")
         if type(feature_type) is str:
@@ -44,22 +44,35 @@ def simple_item(body) -> tuple[str, str] | None:
 def lookup_answer(lookup: Lookup, known_feature_types: list[str]) -> tuple[int, dict]:
     """(HTTP status, body) of one lookup, as /inference answers it (and /training lists it)."""
     if lookup.error is None:
-        return 200, {
+        body = {
             "feature_type": lookup.feature_type,
             "entity_id": lookup.entity_id,
             "feature_value": orjson.Fragment(lookup.value),
             "computed_at": format_computed_at(lookup.computed_at),
             "success": True,
         }
+        if lookup.as_of is not None:
+            body["as_of"] = format_instant(lookup.as_of)
+        return 200, body
     body = {"feature_type": lookup.feature_type, "entity_id": lookup.entity_id, "feature_value": None,
             "success": False}
+    if lookup.as_of is not None:
+        body["as_of"] = format_instant(lookup.as_of)
     if lookup.error == UNKNOWN_FEATURE:
         body["error"] = (f"unknown feature_type {lookup.feature_type!r}; known feature types: "
                          f"{', '.join(known_feature_types)}")
         body["known_feature_types"] = known_feature_types
+    elif lookup.as_of is not None:
+        body["error"] = (f"no {lookup.feature_type} value: entity {lookup.entity_id!r} did not exist at "
+                         f"{format_instant(lookup.as_of)}")
     else:
         body["error"] = f"no {lookup.feature_type} value: entity {lookup.entity_id!r} does not exist"
     return 404, body
+
+
+def format_instant(moment) -> str:
+    """An as-of instant as answers echo it: ISO 8601, UTC, no offset."""
+    return moment.isoformat()
 
 
 def dumps(body) -> bytes:

@@ -3,6 +3,8 @@ the API in the OpenAPI document (see openapi.py). Unknown fields in a request ar
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 
@@ -26,6 +28,29 @@ class EntityIdField(fields.Field):
         return None if value is None else str(value)
 
 
+class InstantField(fields.Field):
+    """An ISO 8601 instant (`2025-03-01T00:00:00`, a date, fractions, `Z` or an offset), as a naive
+    UTC datetime: no offset means UTC; an offset is converted to UTC."""
+
+    default_error_messages = {"invalid": "must be an ISO 8601 instant such as 2025-03-01T00:00:00 (UTC unless "
+                                         "it carries Z or an offset)"}
+    default_error_messages["null"] = default_error_messages["invalid"]
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            moment = datetime.fromisoformat(value.strip())
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except (ValueError, OverflowError):
+            raise self.make_error("invalid") from None
+        return moment
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else value.isoformat()
+
+
 class _Request(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -38,6 +63,9 @@ class FeatureRequestSchema(_Request):
                                  metadata={"example": "user_failed_transaction_count"})
     entity_id = EntityIdField(required=True, metadata={"example": "123", "oneOf": [{"type": "string"},
                                                                                    {"type": "integer"}]})
+    as_of = InstantField(metadata={"type": "string", "example": "2025-03-01T00:00:00",
+                                   "description": "the value as the warehouse's rows define it at this instant "
+                                                  "(UTC unless Z or an offset); absent: the current value"})
 
 
 class TrainingRequestSchema(_Request):
@@ -68,6 +96,8 @@ class FeatureValueSchema(Schema):
     entity_id = fields.String(required=True)
     feature_value = fields.Raw(allow_none=True, metadata={"description": "null when there is none"})
     computed_at = fields.String(allow_none=True, metadata={"example": "2025-01-20T12:00:00"})
+    as_of = fields.String(metadata={"description": "the item's as_of instant, in UTC (only when it had one)",
+                                    "example": "2025-03-01T00:00:00"})
     success = fields.Boolean(required=True)
     error = fields.String()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import NamedTuple
 
 from feature_store.online_store import OnlineStore, now_seconds
@@ -25,6 +26,7 @@ class Lookup(NamedTuple):
     value: bytes | None = None
     computed_at: int | None = None
     error: str | None = None
+    as_of: datetime | None = None  # the instant of an as-of value (naive UTC)
 
 
 class FeatureServer:
@@ -36,11 +38,15 @@ class FeatureServer:
         self.warehouse = warehouse
         self._known = frozenset(registry.feature_types())
 
-    def lookup(self, requests: Sequence[tuple[str, str]]) -> list[Lookup]:
-        """The value of each (feature_type, entity_id), in request order.
+    def lookup(self, requests: Sequence[tuple[str, str] | tuple[str, str, datetime | None]]) -> list[Lookup]:
+        """The value of each (feature_type, entity_id) or (feature_type, entity_id, as_of), in
+        request order.
 
         Cached values come from one Redis round trip. The misses are computed from the warehouse
-        with one query per feature type for all of its missing ids, stored, and returned.
+        with one query per feature type for all of its missing ids, stored, and returned. Items
+        with an `as_of` instant (naive UTC) are computed from the warehouse as it was at that
+        instant, one statement per feature type for all of them whatever their instants; they are
+        not stored (the online store holds current values).
 
         Raises:
             StoreUnavailable: the online store failed.
@@ -48,21 +54,26 @@ class FeatureServer:
         """
         results: list[Lookup | None] = [None] * len(requests)
         to_read: list[int] = []
+        as_of: dict[str, list[tuple[int, int, datetime]]] = {}
         known = self._known
         parse_id = Entity.parse_id
-        for i, (feature_type, entity_id) in enumerate(requests):
+        for i, request in enumerate(requests):
+            feature_type, entity_id = request[0], request[1]
+            instant = request[2] if len(request) > 2 else None
             if feature_type not in known:
-                results[i] = Lookup(feature_type, entity_id, error=UNKNOWN_FEATURE)
-            elif parse_id(entity_id) is None:
+                results[i] = Lookup(feature_type, entity_id, error=UNKNOWN_FEATURE, as_of=instant)
+            elif (number := parse_id(entity_id)) is None:
                 # Not the decimal form of a 64-bit id: no row can have it, and no key is read.
-                results[i] = Lookup(feature_type, entity_id, error=NOT_FOUND)
+                results[i] = Lookup(feature_type, entity_id, error=NOT_FOUND, as_of=instant)
+            elif instant is not None:
+                as_of.setdefault(feature_type, []).append((i, number, instant))
             else:
                 to_read.append(i)
 
-        cached = self.store.read([requests[i] for i in to_read]) if to_read else []
+        cached = self.store.read([requests[i][:2] for i in to_read]) if to_read else []
         misses: dict[str, list[int]] = {}
         for i, hit in zip(to_read, cached, strict=True):
-            feature_type, entity_id = requests[i]
+            feature_type, entity_id = requests[i][0], requests[i][1]
             if hit is None:
                 misses.setdefault(feature_type, []).append(i)
             else:
@@ -79,4 +90,12 @@ class FeatureServer:
                 value = values.get(int(entity_id))
                 results[i] = (Lookup(feature_type, entity_id, error=NOT_FOUND) if value is None
                               else Lookup(feature_type, entity_id, value, computed_at))
+
+        for feature_type, items in as_of.items():
+            computed_at = now_seconds()
+            values = self.warehouse.compute_as_of(self.registry.get(feature_type), items)
+            for i, _, instant in items:
+                value = values.get(i)
+                results[i] = (Lookup(feature_type, requests[i][1], error=NOT_FOUND, as_of=instant) if value is None
+                              else Lookup(feature_type, requests[i][1], value, computed_at, as_of=instant))
         return results  # type: ignore[return-value]

@@ -7,7 +7,8 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import and_, create_engine, text, true
@@ -17,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from feature_store.errors import WarehouseDataError, WarehouseUnavailable
 from feature_store.registry import Feature
+from feature_store.warehouse.statements import Current, as_of_statement
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ class Warehouse:
             with self.request_engine.connect() as conn:
                 for start in range(0, len(ids), MAX_IDS_PER_QUERY):
                     chunk = ids[start:start + MAX_IDS_PER_QUERY]
-                    rows = conn.execute(feature.query(lambda col, chunk=chunk: col.in_(chunk)))
+                    rows = conn.execute(feature.query(Current(lambda col, chunk=chunk: col.in_(chunk))))
                     for entity_id, *inputs in rows:
                         values[entity_id] = feature.encode(inputs)
         except SQLAlchemyError as exc:
@@ -123,6 +125,35 @@ class Warehouse:
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
         return values
+
+    def compute_as_of(self, feature: Feature, items: Sequence[tuple[int, int, datetime]]) -> dict[int, bytes]:
+        """The encoded value of `feature` at each spine item (position, entity id, naive UTC
+        instant) whose entity existed at its instant, keyed by position.
+
+        One statement for all of them, whatever their instants, run under the request deadline.
+
+        Raises:
+            WarehouseUnavailable: the warehouse did not answer within the deadline, or failed.
+            WarehouseDataError: a row the feature reads cannot be read.
+        """
+        if not items:
+            return {}
+        future = self._executor.submit(self._compute_as_of, feature, items)
+        try:
+            return future.result(timeout=self.request_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise WarehouseUnavailable("the warehouse did not answer in time") from None
+
+    def _compute_as_of(self, feature: Feature, items: Sequence[tuple[int, int, datetime]]) -> dict[int, bytes]:
+        try:
+            with self.request_engine.connect() as conn:
+                statement, params = as_of_statement(feature, conn.dialect.name, items)
+                return {pos: feature.encode(inputs) for pos, *inputs in conn.execute(statement, params)}
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise _unreadable(feature, exc) from exc
 
     def stream(self, feature: Feature, *, chunk_size: int, id_range: tuple[int | None, int | None] | None = None,
                timings: dict[str, float] | None = None) -> Iterator[list[tuple[int, bytes]]]:
@@ -142,7 +173,7 @@ class Warehouse:
             lo, hi = id_range
             restrict = lambda col: and_(*([col >= lo] if lo is not None else []),  # noqa: E731
                                         *([col < hi] if hi is not None else []), true())
-        statement = feature.query(restrict)
+        statement = feature.query(Current(restrict))
         encode = feature.rows_encoder()
         if timings is not None:
             encode_rows = encode

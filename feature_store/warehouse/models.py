@@ -91,12 +91,18 @@ class Base(DeclarativeBase):
     pass
 
 
+# Event time, as as-of values read it (warehouse/statements.py): a row exists from its table's
+# EXISTS_FROM column on; an EVENT column's value is unknown before its own time.
+EXISTS_FROM = {"event_time": "exists_from"}
+EVENT = {"event_time": "event"}
+
+
 class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     email: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, info=EXISTS_FROM)
 
 
 class Quote(Base):
@@ -105,8 +111,8 @@ class Quote(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
     premium_cents: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
-    bound_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, info=EXISTS_FROM)
+    bound_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True, info=EVENT)
 
 
 class Policy(Base):
@@ -116,7 +122,7 @@ class Policy(Base):
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
     quote_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("quotes.id"))
     status: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, info=EXISTS_FROM)
 
 
 class PaymentTransaction(Base):
@@ -126,5 +132,6 @@ class PaymentTransaction(Base):
     policy_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("policies.id"))
     amount_cents: Mapped[int] = mapped_column(Integer)
     payment_type: Mapped[str] = mapped_column(String(20))
+    # Kept as stored: the warehouse records no history of statuses, so as-of values read today's.
     status: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, info=EXISTS_FROM)

@@ -11,23 +11,24 @@ from datetime import datetime
 
 import orjson
 import pytest
-from sqlalchemy import Boolean, bindparam, func, select, text
+from sqlalchemy import Boolean, bindparam, func, text
 
-from feature_store.features import PAYMENT_TRANSACTION, _restricted
+from feature_store.features import PAYMENT_TRANSACTION
 from feature_store.registry import DataType, Feature
 from feature_store.warehouse import Warehouse, _raw_rows
 from feature_store.warehouse.models import PaymentTransaction
+from feature_store.warehouse.statements import Current
 from tests import scenario
 
 
 def _reporting_feature(feature_type: str, *, sqlalchemy_path: bool) -> Feature:
-    def query(restrict):
-        statement = select(PaymentTransaction.id, func.current_setting("cursor_tuple_fraction"))
+    def query(q):
+        statement = q.select(PaymentTransaction, func.current_setting("cursor_tuple_fraction"))
         if sqlalchemy_path:
             # A boolean parameter needs SQLAlchemy's bind processing on psycopg: the batch read
             # then goes through SQLAlchemy's stream_results instead of the driver's cursor.
             statement = statement.where(bindparam("always", True, type_=Boolean))
-        return _restricted(statement, PaymentTransaction.id, restrict)
+        return statement
 
     return Feature(feature_type=feature_type, name=feature_type, description="", entity=PAYMENT_TRANSACTION,
                    data_type=DataType.STRING, created_at=datetime(2025, 1, 1), query=query)
@@ -48,7 +49,7 @@ def postgres_warehouse(postgres_server_url):
 def test_a_batch_read_is_planned_for_every_row(postgres_warehouse, sqlalchemy_path):
     feature = _reporting_feature("reports_cursor_tuple_fraction", sqlalchemy_path=sqlalchemy_path)
     with postgres_warehouse.batch_engine.connect() as conn:
-        statement = feature.query(None)
+        statement = feature.query(Current())
         assert (_raw_rows(conn, statement, 10) is None) == sqlalchemy_path  # the path meant is the one taken
     streamed = {eid: orjson.loads(value)
                 for chunk in postgres_warehouse.stream(feature, chunk_size=2) for eid, value in chunk}

@@ -8,10 +8,10 @@ from datetime import datetime
 
 import orjson
 import pytest
-from sqlalchemy import Float, Numeric, cast, select
+from sqlalchemy import Float, Numeric, cast
 
 from feature_store import create_app
-from feature_store.features import PAYMENT_TRANSACTION, REGISTRY, _restricted
+from feature_store.features import PAYMENT_TRANSACTION, REGISTRY
 from feature_store.registry import DataType, Feature
 from feature_store.warehouse import Warehouse
 from feature_store.warehouse.models import PaymentTransaction
@@ -76,18 +76,14 @@ def _feature(feature_type, data_type, query):
 # execution), a timestamp parameter, numeric and float results (psycopg's processors depend on the
 # column's type code).
 EXTRA_FEATURES = [
-    _feature("status_in", DataType.INTEGER, lambda restrict: _restricted(
-        select(PaymentTransaction.id, PaymentTransaction.amount_cents)
-        .where(PaymentTransaction.status.in_(["failed", "refunded"])), PaymentTransaction.id, restrict)),
-    _feature("after_march", DataType.DATETIME, lambda restrict: _restricted(
-        select(PaymentTransaction.id, PaymentTransaction.created_at)
-        .where(PaymentTransaction.created_at > datetime(2024, 3, 1)), PaymentTransaction.id, restrict)),
-    _feature("amount_numeric", DataType.FLOAT, lambda restrict: _restricted(
-        select(PaymentTransaction.id, cast(PaymentTransaction.amount_cents, Numeric(12, 2)) / 100),
-        PaymentTransaction.id, restrict)),
-    _feature("amount_float", DataType.FLOAT, lambda restrict: _restricted(
-        select(PaymentTransaction.id, cast(PaymentTransaction.amount_cents, Float) / 3), PaymentTransaction.id,
-        restrict)),
+    _feature("status_in", DataType.INTEGER, lambda q: q.select(PaymentTransaction, PaymentTransaction.amount_cents)
+             .where(PaymentTransaction.status.in_(["failed", "refunded"]))),
+    _feature("after_march", DataType.DATETIME, lambda q: q.select(PaymentTransaction, PaymentTransaction.created_at)
+             .where(PaymentTransaction.created_at > datetime(2024, 3, 1))),
+    _feature("amount_numeric", DataType.FLOAT, lambda q: q.select(
+        PaymentTransaction, cast(PaymentTransaction.amount_cents, Numeric(12, 2)) / 100)),
+    _feature("amount_float", DataType.FLOAT, lambda q: q.select(
+        PaymentTransaction, cast(PaymentTransaction.amount_cents, Float) / 3)),
 ]
 
 

@@ -66,7 +66,7 @@ def test_a_feature_type_is_declared_once():
 def test_feature_types_are_snake_case_so_keys_and_scan_patterns_stay_literal():
     with pytest.raises(ValueError):
         Feature(feature_type="bad:type*", name="x", description="x", entity=REGISTRY.get("payment_type").entity,
-                data_type=DataType.STRING, created_at=datetime(2025, 1, 1), query=lambda restrict: None)
+                data_type=DataType.STRING, created_at=datetime(2025, 1, 1), query=lambda q: None)
 
 
 def _outcome(call):
@@ -86,7 +86,7 @@ ANY_INPUT = st.one_of(
 @given(data_type=st.sampled_from(list(DataType)), inputs=st.lists(ANY_INPUT, max_size=20))
 def test_batch_encoding_gives_the_bytes_encode_gives(data_type, inputs):
     feature = Feature(feature_type="f", name="F", description="", entity=Entity("f_id", "fs"),
-                      data_type=data_type, created_at=datetime(2025, 1, 1), query=lambda restrict: None)
+                      data_type=data_type, created_at=datetime(2025, 1, 1), query=lambda q: None)
     rows = [(i, value) for i, value in enumerate(inputs)]
     batch = _outcome(lambda: feature.rows_encoder()(rows))
     one_by_one = _outcome(lambda: [(i, feature.encode((value,))) for i, value in rows])

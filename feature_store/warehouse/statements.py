@@ -1,0 +1,157 @@
+"""The one statement builder behind every feature value: a feature's `query(scope)` is written
+once, and the scope decides which rows it reads.
+
+- `Current(restrict)`: the warehouse as it is now, for every entity (batch extraction) or for the
+  ids `restrict` admits (on-demand computation).
+- `AsOf(spine)`: the warehouse as its rows define it at an instant, for a spine of
+  (position, entity id, instant) rows, whatever their instants, in one statement: the entity's
+  row must exist at its instant, every joined row must exist at it (`on`), and a column that is an
+  event of its own (`bound_at`) reads as NULL until its time has come. A row exists from its
+  table's existence column on. Which columns those are is declared on the models
+  (`info={"event_time": ...}` in warehouse/models.py), not in the features.
+
+The spine travels with the statement: an unnest of arrays on PostgreSQL, `json_each` over one
+JSON parameter on SQLite (no temporary table: warehouse sessions are read-only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import orjson
+from sqlalchemy import BigInteger, Integer, and_, bindparam, case, column, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import replacement_traverse
+from sqlalchemy.types import DateTime, String
+
+from feature_store.warehouse.models import Timestamp
+
+EXISTS_FROM = "exists_from"  # the column from which a table's row exists (models.EXISTS_FROM)
+EVENT = "event"  # a column whose value is itself an event: unknown before its time
+
+
+class Current:
+    """The warehouse now: every entity, or the ids `restrict(id_column)` admits."""
+
+    def __init__(self, restrict=None) -> None:
+        self.restrict = restrict
+
+    def select(self, model, *inputs):
+        """SELECT (entity id, *inputs) FROM the entity's table: one row per existing entity."""
+        statement = select(model.id, *inputs).select_from(model)
+        return statement if self.restrict is None else statement.where(self.restrict(model.id))
+
+    def key(self, model):
+        """The column each result row is keyed by (to group by)."""
+        return model.id
+
+    def on(self, model, condition):
+        """The condition of a join to `model`."""
+        return condition
+
+
+class AsOf(Current):
+    """The warehouse at each spine row's instant; result rows are keyed by spine position."""
+
+    def __init__(self, spine) -> None:
+        super().__init__()
+        self.spine = spine
+        self.as_of = spine.c.as_of
+
+    def select(self, model, *inputs):
+        exists = and_(model.id == self.spine.c.id, self._existed(model))
+        return (select(self.spine.c.pos, *(self._events_known(expression) for expression in inputs))
+                .select_from(self.spine.join(model.__table__, exists)))
+
+    def key(self, model):
+        return self.spine.c.pos
+
+    def on(self, model, condition):
+        return and_(condition, self._existed(model))
+
+    def _existed(self, model):
+        return comparable(_event_column(model, EXISTS_FROM)) <= self.as_of
+
+    def _events_known(self, expression):
+        expression = expression.__clause_element__() if hasattr(expression, "__clause_element__") else expression
+
+        def replace(element):
+            if getattr(element, "info", {}).get("event_time") == EVENT and hasattr(element, "table"):
+                return case((comparable(element) <= self.as_of, element), else_=None)
+            return None
+
+        return replacement_traverse(expression, {}, replace)
+
+
+def _event_column(model, kind: str):
+    for col in model.__table__.columns:
+        if col.info.get("event_time") == kind:
+            return col
+    raise ValueError(f"table {model.__tablename__} declares no {kind} column (see warehouse/models.py)")
+
+
+class comparable(FunctionElement):
+    """A timestamp column in a form that compares correctly with an as-of instant: the column
+    itself where timestamps are typed; on SQLite (text in several forms) the normalized text
+    `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, which compares as time does."""
+
+    type = String()
+    inherit_cache = True
+    name = "comparable"
+
+
+@compiles(comparable)
+def _comparable_default(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(comparable, "sqlite")
+def _comparable_sqlite(element, compiler, **kw):
+    col = compiler.process(element.clauses, **kw)
+    fraction = f"CASE WHEN instr({col}, '.') > 0 THEN rtrim(substr({col}, instr({col}, '.') + 1), 'Z') ELSE '' END"
+    return f"(strftime('%Y-%m-%d %H:%M:%S', {col}) || '.' || substr({fraction} || '000000', 1, 6))"
+
+
+def sqlite_instant(moment: datetime) -> str:
+    """An instant as SQLite's comparable() text."""
+    return moment.isoformat(sep=" ", timespec="microseconds")
+
+
+def spine(dialect: str, rows: Sequence[tuple[int, int, datetime]]):
+    """The (pos, id, as_of) rows as a FROM clause named `spine`, with the values bound.
+
+    Returns:
+        (from clause, bind parameters)
+    """
+    if dialect == "postgresql":
+        unnested = func.unnest(
+            bindparam("spine_pos", type_=ARRAY(Integer)), bindparam("spine_id", type_=ARRAY(BigInteger)),
+            bindparam("spine_as_of", type_=ARRAY(DateTime())),
+        ).table_valued(column("pos", Integer), column("id", BigInteger), column("as_of", Timestamp()))
+        params = {"spine_pos": [r[0] for r in rows], "spine_id": [r[1] for r in rows],
+                  "spine_as_of": [r[2] for r in rows]}
+        return unnested.render_derived(name="spine"), params
+    if dialect == "sqlite":
+        each = func.json_each(bindparam("spine", type_=String())).table_valued("value")
+        value = each.c.value
+        derived = select(func.json_extract(value, "$[0]").label("pos"),
+                         func.json_extract(value, "$[1]").label("id"),
+                         func.json_extract(value, "$[2]").label("as_of")).select_from(each).subquery("spine")
+        params = {"spine": orjson.dumps([[pos, entity_id, sqlite_instant(moment)] for pos, entity_id, moment in rows])
+                  .decode()}
+        return derived, params
+    raise ValueError(f"as-of values are computed on SQLite and PostgreSQL warehouses, not {dialect}")
+
+
+def as_of_statement(feature, dialect: str, rows: Sequence[tuple[int, int, datetime]]):
+    """One statement computing `feature` for every spine row (pos, entity id, naive UTC instant).
+
+    Returns:
+        (statement, bind parameters): rows of (pos, *inputs), one per spine row whose entity
+        existed at its instant.
+    """
+    from_clause, params = spine(dialect, rows)
+    return feature.query(AsOf(from_clause)), params

@@ -1,0 +1,160 @@
+"""Point-in-time values (`as_of` on /training items), on SQLite and PostgreSQL: every value at
+every instant of a warehouse with a history, against values computed independently from its rows
+(tests/history.py); one statement per feature type; and the as-of path at a late instant equal
+to batch extraction for every entity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event
+
+from feature_store.features import REGISTRY
+from feature_store.warehouse import Warehouse, demo
+from tests import history, scenario
+
+BASE = "/api/v1/features"
+LATE = datetime(2999, 1, 1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request, tmp_path) -> str:
+    url = (f"sqlite:///{tmp_path / 'history.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_server_url"))
+    history.load(url)
+    return url
+
+
+def written(moment: datetime, form: int) -> str:
+    """`moment` (UTC) as a client may write it: naive, with Z, with an offset, a space, a date."""
+    if form == 0:
+        return moment.isoformat()
+    if form == 1:
+        return moment.isoformat() + "Z"
+    if form == 2:
+        return moment.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()
+    if form == 3:
+        return moment.replace(tzinfo=UTC).astimezone(timezone(-timedelta(hours=8))).isoformat()
+    return moment.isoformat(sep=" ")
+
+
+def test_every_value_at_every_instant_matches_the_rows(history_url, make_app):
+    app = make_app(REDIS_URL=None, WAREHOUSE_URL=history_url, EXTRACT_ON_START=False)
+    client = app.test_client()
+    statements: list[str] = []
+    engine = app.extensions["feature_store"].warehouse.request_engine
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, *args: statements.append(sql))
+
+    entities = history.entities()
+    items, expected = [], []
+    for n, moment in enumerate(history.instants()):
+        at = history.values_at(moment)
+        for feature_type, ids in entities.items():
+            for entity_id in ids:
+                items.append({"feature_type": feature_type, "entity_id": entity_id,
+                              "as_of": written(moment, (n + len(items)) % 5)})
+                expected.append((feature_type, entity_id, moment.isoformat(), at[feature_type].get(entity_id, "gone")
+                                 if entity_id in at[feature_type] else "did not exist"))
+    response = client.post(f"{BASE}/training", json={"features": items})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["total_requested"] == len(items)
+    assert body["total_successful"] == sum(1 for *_, value in expected if value != "did not exist")
+    for result, (feature_type, entity_id, as_of, value) in zip(body["results"], expected, strict=True):
+        assert (result["feature_type"], result["entity_id"], result["as_of"]) == (feature_type, entity_id, as_of)
+        if value == "did not exist":
+            assert result["success"] is False and "did not exist at " + as_of in result["error"], result
+        else:
+            assert result["success"] is True and result["feature_value"] == value, (result, value)
+    # Set-based: one statement per feature type for all items, whatever their instants.
+    assert len([sql for sql in statements if "spine" in sql]) == len(REGISTRY)
+
+
+def test_as_of_items_mix_with_current_items_in_request_order(history_url, make_app):
+    client = make_app(REDIS_URL=None, WAREHOUSE_URL=history_url, EXTRACT_ON_START=False).test_client()
+    items = [
+        {"feature_type": "user_failed_transaction_count", "entity_id": 10},
+        {"feature_type": "user_failed_transaction_count", "entity_id": 10, "as_of": "2024-01-10T00:00:00"},
+        {"feature_type": "user_policy_time_of_purchase", "entity_id": "10", "as_of": "2024-01-31T23:59:59Z"},
+        {"feature_type": "user_policy_time_of_purchase", "entity_id": "10", "as_of": "2024-02-01T01:00:00+01:00"},
+        {"feature_type": "quote_creation_to_binding_time", "entity_id": 110, "as_of": "2024-03-02T00:00:01.749999"},
+        {"feature_type": "quote_creation_to_binding_time", "entity_id": 110, "as_of": "2024-03-02T00:00:01.75"},
+        {"feature_type": "payment_type", "entity_id": 5100, "as_of": "2024-02-29T23:59:59.999999"},
+        {"feature_type": "payment_type", "entity_id": "no-such-id", "as_of": "2024-02-29"},
+        {"feature_type": "no_such_feature", "entity_id": 1, "as_of": "2024-02-29"},
+    ]
+    results = client.post(f"{BASE}/training", json={"features": items}).get_json()["results"]
+    assert [r.get("feature_value") for r in results] == [3, 1, "2024-01-10T00:00:00.000001", "2024-01-08T00:00:00",
+                                                       None, 1, None, None, None]
+    assert [r["success"] for r in results] == [True, True, True, True, True, True, False, False, False]
+    assert "as_of" not in results[0]
+    assert results[3]["as_of"] == "2024-02-01T00:00:00"  # the offset converted to UTC
+    assert results[4]["as_of"] == "2024-03-02T00:00:01.749999"
+    assert "did not exist at 2024-02-29T23:59:59.999999" in results[6]["error"]
+    assert "unknown feature_type" in results[8]["error"]
+
+
+@pytest.mark.parametrize("as_of", ["soon", "2024-13-01", "", 20240101, None, True, ["2024-01-01"],
+                                   "2024-01-01T25:00:00", "0001-01-01T00:00:00+01:00"])
+def test_a_malformed_instant_is_a_400_naming_the_item(embedded_app, as_of):
+    client = embedded_app.test_client()
+    items = [{"feature_type": "payment_type", "entity_id": 2000},
+             {"feature_type": "payment_type", "entity_id": 2000, "as_of": as_of}]
+    response = client.post(f"{BASE}/training", json={"features": items})
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith("features[1].as_of: must be an ISO 8601 instant")
+
+
+def test_inference_takes_an_instant_too(history_url, make_app):
+    client = make_app(REDIS_URL=None, WAREHOUSE_URL=history_url, EXTRACT_ON_START=False).test_client()
+    answer = client.post(f"{BASE}/inference", json={"feature_type": "user_failed_transaction_count",
+                                                    "entity_id": 11, "as_of": "2024-03-04"})
+    assert answer.status_code == 200 and answer.get_json()["feature_value"] == 1
+    assert answer.get_json()["as_of"] == "2024-03-04T00:00:00"
+    early = client.post(f"{BASE}/inference", json={"feature_type": "user_failed_transaction_count",
+                                                   "entity_id": 11, "as_of": "2024-03-01T12:00:00.4"})
+    assert early.status_code == 404 and "did not exist at 2024-03-01T12:00:00.400000" in early.get_json()["error"]
+
+
+def test_the_scenario_at_a_late_instant_is_its_latest_value(warehouse_url):
+    warehouse = Warehouse(warehouse_url)
+    try:
+        for feature in REGISTRY:
+            expected = scenario.expected_values()[feature.feature_type]
+            ids = [int(i) for i in expected]
+            values = warehouse.compute_as_of(feature, [(n, entity_id, LATE) for n, entity_id in enumerate(ids)])
+            assert {str(ids[n]): orjson.loads(value) for n, value in values.items()} == expected
+    finally:
+        warehouse.dispose()
+
+
+def late_equals_batch(url: str) -> None:
+    warehouse = Warehouse(url)
+    try:
+        for feature in REGISTRY:
+            batch = dict(pair for chunk in warehouse.stream(feature, chunk_size=500) for pair in chunk)
+            ids = sorted(batch)
+            late = warehouse.compute_as_of(feature, [(n, entity_id, LATE) for n, entity_id in enumerate(ids)])
+            assert {ids[n]: value for n, value in late.items()} == batch, feature.feature_type
+    finally:
+        warehouse.dispose()
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_as_of_after_every_change_equals_batch_extraction_for_every_entity_on_sqlite(seed, tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('late') / 'demo.db'}"
+    demo.generate(url, users=150, seed=seed)
+    late_equals_batch(url)
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_as_of_after_every_change_equals_batch_extraction_for_every_entity_on_postgresql(seed,
+                                                                                         postgres_server_url):
+    demo.generate(postgres_server_url, users=150, seed=seed, replace=True)
+    late_equals_batch(postgres_server_url)
