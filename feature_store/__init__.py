@@ -65,7 +65,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         test_config: settings that override the environment's (see config.Config).
     """
     config = Config.from_env(**(test_config or {}))
-    schedule = Schedule.parse(config.EXTRACT_SCHEDULE)  # a malformed schedule fails the start
+    # Embedded mode keeps the schedule here (a malformed one fails the start); elsewhere the
+    # scheduler process does.
+    schedule = Schedule.parse(config.EXTRACT_SCHEDULE) if config.embedded else None
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.MAX_CONTENT_LENGTH
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

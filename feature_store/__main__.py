@@ -18,8 +18,9 @@ from feature_store.services.schedule import Schedule
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config.from_env()
-    try:
-        Schedule.parse(config.EXTRACT_SCHEDULE)  # refused here in one line, not in a worker's traceback
+    try:  # embedded mode keeps the schedule: refused here in one line, not in a worker's traceback
+        if config.embedded:
+            Schedule.parse(config.EXTRACT_SCHEDULE)
     except ValueError as exc:
         logging.getLogger("feature_store").error("%s", exc)
         sys.exit(2)

@@ -196,6 +196,25 @@ def fake_redis(embedded_app) -> redis.Redis:
     return embedded_app.extensions["feature_store"].store.redis
 
 
+def descendants(pid: int) -> list[int]:
+    """The ids of every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 class Worker:
     """A real `rq worker` process, started the way the Procfile starts one."""
 
@@ -221,8 +240,16 @@ class Worker:
         return Path(self.log.name).read_text()
 
     def kill(self, sig=signal.SIGKILL) -> None:
+        """Signal the worker's process group and, with SIGKILL, its work horse too (RQ's horse
+        leaves the group with setpgrp(), so it would survive its worker and finish the job)."""
         if self.process.poll() is None:
+            horses = descendants(self.process.pid) if sig == signal.SIGKILL else []
             os.killpg(self.process.pid, sig)
+            for pid in horses:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
             self.process.wait(20)
 
     def stop(self) -> None:

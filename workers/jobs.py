@@ -26,7 +26,7 @@ from feature_store.services.extraction import (
     partition_ranges,
     run_result,
 )
-from feature_store.services.jobs import run_is_active
+from feature_store.services.jobs import promote_run
 from feature_store.services.partitions import RunPartitions
 from feature_store.services.run_slots import RunSlots
 from feature_store.warehouse import Warehouse
@@ -57,7 +57,7 @@ def extract_features(warehouse_url: str | None = None) -> dict:
     """Extract the run's features for every entity into the online store (the job's Redis).
 
     The run's features are read from its record when it starts (requests may add to them while
-    it is queued); a run queued behind another first waits for that one to end.
+    it is queued). As it ends, the run waiting behind it (if any) is promoted and enqueued.
 
     Args:
         warehouse_url: set only by embedded mode's inline jobs; a worker uses its own
@@ -103,20 +103,23 @@ def extract_features(warehouse_url: str | None = None) -> dict:
             raise FeaturesFailed(message)
         return result
     finally:
-        slots.promote(job.id)  # the run is over: the one waiting behind it (if any) becomes current
+        # The run is over: the one waiting behind it (if any) becomes current and is enqueued.
+        promote_run(slots, Queue(job.origin, connection=job.connection, serializer="json",
+                                 is_async=warehouse_url is None), job.id)
 
 
 def _begin(job, slots: RunSlots) -> list[str] | None:
-    """Wait for the run this one is queued behind (if any), then seal this run's features."""
+    """Seal this run's features. A run that waited behind another is enqueued once that one is
+    over; should it still be running elsewhere (it was found over too early), wait for its end,
+    but never for a run that is only queued (it may be queued behind this very worker)."""
     after = job.meta.get("after")
-    if after:
+    if after and _running(job.connection, after):
         job.meta["waiting_for"] = after
         job.save_meta()
         cleanup = _Cleanup(StartedJobRegistry(job.origin, connection=job.connection, serializer="json"))
-        while run_is_active(job.connection, after):
+        while _running(job.connection, after):
             time.sleep(0.2)
             cleanup.maybe()
-        slots.promote(after)
         job.meta.pop("waiting_for", None)
     feature_types = slots.seal(job.id)
     job.meta["started_at"] = _now_iso()

@@ -3,6 +3,7 @@ shape the answer."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import orjson
@@ -230,7 +231,7 @@ def extract():
 
 def _limit() -> int:
     raw = request.args.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= RUNS_LISTED_MAX:
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= RUNS_LISTED_MAX:
         raise ApiError(400, f"limit must be a whole number from 1 to {RUNS_LISTED_MAX}")
     return int(raw)
 

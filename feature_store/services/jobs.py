@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -122,8 +123,9 @@ class ExtractionRuns:
         """The job id of a run that will refresh `feature_types` (None: every feature), and
         whether it is a run in progress that this call joined (see run_slots.py for the rule).
 
-        Check-and-enqueue is atomic: a slot is claimed with SET NX, so concurrent callers get one
-        run between them. A slot whose job ended, vanished or was abandoned is freed.
+        Check-and-enqueue is atomic: a slot is claimed with SET NX (or a script), so concurrent
+        callers get one run between them. A slot whose job ended, vanished or was abandoned is
+        freed, and the run waiting behind it promoted.
 
         Raises:
             StoreUnavailable: Redis is unreachable.
@@ -132,12 +134,9 @@ class ExtractionRuns:
             feature_types = None
         try:
             for attempt in range(20):
-                current = self.slots.current()
-                if current is not None and not self.is_active(current):
-                    self.slots.promote(current)
-                    continue
+                current = self.settle()
                 if current is None:
-                    job_id = self._create(feature_types, trigger, after=None, claim=self.slots.claim_current)
+                    job_id = self._create(feature_types, trigger, after=None)
                     if job_id is not None:
                         return job_id, False
                     continue
@@ -148,7 +147,7 @@ class ExtractionRuns:
                     self.slots.release(waiting)
                     continue
                 if waiting is None:
-                    job_id = self._create(feature_types, trigger, after=current, claim=self.slots.claim_next)
+                    job_id = self._create(feature_types, trigger, after=current)
                     if job_id is not None:
                         return job_id, False
                     continue
@@ -159,9 +158,28 @@ class ExtractionRuns:
             raise StoreUnavailable(_STORE_DOWN) from exc
         raise StoreUnavailable("could not claim the extraction slot; try again")
 
-    def _create(self, feature_types: list[str] | None, trigger: str, *, after: str | None, claim) -> str | None:
-        """Create a run, claim its slot with `claim(job_id)` and enqueue it; None when another
-        caller claimed the slot first."""
+    def settle(self) -> str | None:
+        """The current run, after freeing a slot whose run is over (promoting the run waiting
+        behind it) and enqueueing a promoted run that its promoter did not get to enqueue."""
+        for _ in range(10):
+            current = self.slots.current()
+            if current is None:
+                return None
+            try:
+                job = Job.fetch(current, connection=self.redis, serializer="json")
+            except NoSuchJobError:
+                job = None
+            if job is not None and job.get_status(refresh=False) == JobStatus.CREATED and job.meta.get("after"):
+                promote_run(self.slots, self.queue, None, promoted=current)  # enqueued once
+                return current
+            if job is not None and run_is_active(self.redis, current):
+                return current
+            promote_run(self.slots, self.queue, current)
+        return self.slots.current()
+
+    def _create(self, feature_types: list[str] | None, trigger: str, *, after: str | None) -> str | None:
+        """Create a run and claim its slot: current (then enqueue it), or next behind `after`
+        (enqueued when promoted). None when another caller claimed the slot first."""
         job = self.queue.create_job(
             EXTRACT_FUNCTION,
             status=JobStatus.CREATED,  # not "queued" until it really is (see is_active)
@@ -177,7 +195,8 @@ class ExtractionRuns:
         job.save()
         self.slots.create_record(job.id, feature_types)
         try:
-            if not claim(job.id):
+            claimed = self.slots.claim_current(job.id) if after is None else self.slots.claim_next(job.id, after)
+            if not claimed:
                 job.delete()
                 return None
             with self.redis.pipeline(transaction=False) as pipe:
@@ -185,7 +204,8 @@ class ExtractionRuns:
                 pipe.zremrangebyrank(RUNS_KEY, 0, -(RUNS_KEPT + 1))
                 pipe.expire(RUNS_KEY, self.job_ttl)
                 pipe.execute()
-            self.queue.enqueue_job(job)
+            if after is None:
+                self.queue.enqueue_job(job)
         except redis.RedisError:
             # Never leave a slot pointing at a job no worker will see.
             self._forget(job)
@@ -225,13 +245,15 @@ class ExtractionRuns:
         if job.func_name != EXTRACT_FUNCTION:
             return None
         rq_status = job.get_status(refresh=False)
-        status = _CONTRACT_STATUS.get(rq_status, "queued")
         meta = job.meta
+        status = _CONTRACT_STATUS.get(rq_status, "queued")
         started_at = meta.get("started_at") or _iso(job.started_at)
-        if status == "started" and (meta.get("waiting_for") or not meta.get("started_at")):
-            # Its worker holds it until the run before it ends (or it is sealing its features):
-            # it still takes in the features of requests that join it.
-            status, started_at = "queued", None
+        if status not in ("finished", "failed"):
+            # Started once its features are sealed (RQ says "started" a moment before; an inline
+            # job never says it); until then it takes in the features of requests that join it.
+            started = meta.get("started_at") and not meta.get("waiting_for")
+            status = "started" if started else "queued"
+            started_at = started_at if started else None
         ended_at = _iso(job.ended_at)
         result = error = None
         if status == "finished":
@@ -285,24 +307,52 @@ class ExtractionRuns:
             raise StoreUnavailable(_STORE_DOWN) from exc
 
     def wait(self, job_id: str, timeout: float, poll: float = 0.05) -> RunStatus | None:
-        """The run's status once it is done, or as it stands when `timeout` seconds have passed."""
+        """The run's status once it is done, or as it stands when `timeout` seconds have passed.
+        A run waiting behind one that is over (its worker died, say) is promoted meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
             status = self.status(job_id)
             if status is None or status.done or time.monotonic() >= deadline:
                 return status
+            if status.status == "queued":
+                try:
+                    self.settle()
+                except redis.RedisError as exc:
+                    raise StoreUnavailable(_STORE_DOWN) from exc
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
             poll = min(poll * 1.5, 0.5)
 
 
+def promote_run(slots: RunSlots, queue: Queue, ended: str | None, *, promoted: str | None = None) -> None:
+    """Run `ended` is over: the run waiting behind it becomes current and is enqueued (once,
+    whoever calls this: see run_slots.py). With `promoted`, only make sure that run is enqueued.
+    On a queue that runs jobs inline (embedded mode), the promoted run runs in a thread of its own."""
+    if ended is not None:
+        promoted = slots.promote(ended)
+    if promoted is None or not slots.claim_enqueue(promoted, time.time(), _CREATED_GRACE_SECONDS):
+        return
+    try:
+        job = Job.fetch(promoted, connection=queue.connection, serializer="json")
+    except NoSuchJobError:
+        return
+    if job.get_status(refresh=False) != JobStatus.CREATED:
+        return
+    if queue.is_async:
+        queue.enqueue_job(job)
+    else:
+        threading.Thread(target=queue.enqueue_job, args=(job,), name=f"run-{promoted}", daemon=True).start()
+
+
 def run_is_active(connection: redis.Redis, job_id: str) -> bool:
-    """Whether the run `job_id` is queued, running, or waiting to be retried (a run whose
-    creator died before enqueueing it stops counting after a grace period)."""
+    """Whether the run `job_id` is queued, running, waiting behind another run, or waiting to be
+    retried (a run whose creator died before enqueueing it stops counting after a grace period)."""
     try:
         job = Job.fetch(job_id, connection=connection, serializer="json")
     except NoSuchJobError:
         return False
     status = job.get_status(refresh=False)
+    if status == JobStatus.CREATED and job.meta.get("after"):
+        return True  # waits behind another run: enqueued when promoted (run_slots.py)
     if status == JobStatus.CREATED:
         created = job.created_at
         if created is None:

@@ -1,10 +1,16 @@
 """Which extraction run is in progress, which one waits behind it, and what each will refresh.
 
 At most two runs exist at a time: the *current* run (queued or running) and the *next* run
-(queued behind a current run that started and does not refresh everything asked of it). A
+(waiting behind a current run that started and does not refresh everything asked of it). A
 request joins the current run when that run covers its features, or while it has not started
 (its features grow to include the request's); otherwise it joins the next run the same way, or
 creates it. A run's features are sealed when it starts, so a run never changes once it reads.
+
+The next run is not in RQ's queue while it waits (no worker holds it): it is enqueued when it is
+promoted to current, by the run before it as that one ends, or by whoever next finds that run
+over (a request, a scheduler, a waiting caller), e.g. after its worker died. Enqueueing is
+claimed in its record (`enqueued`), so it happens once; a claim older than a grace period whose
+job is still not queued is taken over (its claimer died in between).
 
 Keys (in the RQ Redis; each script names its keys):
     feature-store:extraction:current      job id of the current run
@@ -54,17 +60,37 @@ redis.call('HSET', KEYS[1], 'sealed', '1')
 return redis.call('HGET', KEYS[1], 'features')
 """
 
-# The current run ended: the next one (if any) becomes current, else the slot is freed.
+# The current run ended: the next one (if any) becomes current (its id returned), else the
+# slot is freed.
 _PROMOTE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 local waiting = redis.call('GET', KEYS[2])
 if waiting then
   redis.call('SET', KEYS[1], waiting, 'EX', ARGV[2])
   redis.call('DEL', KEYS[2])
-else
-  redis.call('DEL', KEYS[1])
+  return waiting
 end
+redis.call('DEL', KEYS[1])
+return false
+"""
+
+# A run waits behind `after` only while `after` is still the current run and no run waits yet
+# (else the run it would wait for may have ended already: two runs would refresh at once).
+_CLAIM_NEXT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 return 1
+"""
+
+# Claim the enqueueing of a promoted run: 1 when this caller should enqueue it.
+_CLAIM_ENQUEUE = """
+local claimed = tonumber(redis.call('HGET', KEYS[1], 'enqueued') or '0')
+if claimed == 0 or tonumber(ARGV[1]) - claimed > tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'enqueued', ARGV[1])
+  return 1
+end
+return 0
 """
 
 _RELEASE_IF_OWNER = """
@@ -97,6 +123,8 @@ class RunSlots:
         self._join = connection.register_script(_JOIN)
         self._seal = connection.register_script(_SEAL)
         self._promote = connection.register_script(_PROMOTE)
+        self._claim_next = connection.register_script(_CLAIM_NEXT)
+        self._claim_enqueue = connection.register_script(_CLAIM_ENQUEUE)
         self._release = connection.register_script(_RELEASE_IF_OWNER)
 
     def create_record(self, job_id: str, feature_types: list[str] | None) -> None:
@@ -128,12 +156,18 @@ class RunSlots:
     def claim_current(self, job_id: str) -> bool:
         return bool(self.redis.set(CURRENT_RUN_KEY, job_id, nx=True, ex=self.ttl))
 
-    def claim_next(self, job_id: str) -> bool:
-        return bool(self.redis.set(NEXT_RUN_KEY, job_id, nx=True, ex=self.ttl))
+    def claim_next(self, job_id: str, after: str) -> bool:
+        """Make `job_id` the run waiting behind `after`, if `after` is still current and none waits."""
+        return bool(self._claim_next(keys=[CURRENT_RUN_KEY, NEXT_RUN_KEY], args=[job_id, after, self.ttl]))
 
-    def promote(self, ended: str) -> None:
-        """Run `ended` is over: the run waiting behind it becomes current (or the slot is freed)."""
-        self._promote(keys=[CURRENT_RUN_KEY, NEXT_RUN_KEY], args=[ended, self.ttl])
+    def promote(self, ended: str) -> str | None:
+        """Run `ended` is over: the run waiting behind it becomes current (its id is returned, for
+        the caller to enqueue), or the slot is freed."""
+        return _text(self._promote(keys=[CURRENT_RUN_KEY, NEXT_RUN_KEY], args=[ended, self.ttl]))
+
+    def claim_enqueue(self, job_id: str, now: float, grace: float) -> bool:
+        """Whether this caller is the one to enqueue promoted run `job_id`."""
+        return bool(self._claim_enqueue(keys=[record_key(job_id)], args=[int(now), int(grace)]))
 
     def release(self, job_id: str) -> None:
         """Free whichever slot still names `job_id` (a run that will never start)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -30,6 +31,10 @@ from feature_store.services.jobs import ExtractionRuns
 log = logging.getLogger(__name__)
 
 DUE_KEY = "feature-store:schedule:due:{due}"
+_RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class Schedule:
         if spec is None or not spec.strip():
             return None
         spec = spec.strip()
-        if spec.isdigit():
+        if re.fullmatch(r"[0-9]+", spec):
             if int(spec) < 1:
                 raise ValueError("EXTRACT_SCHEDULE: an interval must be at least 1 second")
             return cls(interval=int(spec))
@@ -79,6 +84,7 @@ class Scheduler:
         self.runs = runs
         self.schedule = schedule
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._release = runs.redis.register_script(_RELEASE_IF_OWNER)
 
     def fire(self, due: float) -> tuple[str, bool] | None:
         """Claim due time `due`; if this scheduler got it, start or join a run of every feature.
@@ -87,7 +93,12 @@ class Scheduler:
         if not self.runs.redis.set(key, self.name, nx=True, ex=self.schedule.claim_ttl()):
             log.info("due time %s: claimed by another scheduler", _iso(due))
             return None
-        job_id, joined = self.runs.start_or_join(None, trigger="schedule")
+        try:
+            job_id, joined = self.runs.start_or_join(None, trigger="schedule")
+        except Exception:
+            # Give the due time back (another scheduler, or this one's next try, may take it).
+            self._release(keys=[key], args=[self.name])
+            raise
         self.runs.redis.set(key, job_id, xx=True, keepttl=True)
         workers = self.runs.listening_workers()
         log.info("due time %s: %s run %s%s", _iso(due), "joined" if joined else "started", job_id,
@@ -105,10 +116,14 @@ class Scheduler:
             if remaining > 0:
                 stop.wait(min(remaining, 60))
                 continue
-            try:
-                self.fire(due)
-            except (redis.RedisError, FeatureStoreError) as exc:
-                log.warning("due time %s skipped: %s", _iso(due), exc)
+            for attempt in range(3):
+                try:
+                    self.fire(due)
+                    break
+                except (redis.RedisError, FeatureStoreError) as exc:
+                    if attempt == 2 or stop.wait(1):
+                        log.warning("due time %s skipped: %s", _iso(due), exc)
+                        break
             due = self.schedule.next_due(max(due, time.time()))
 
 

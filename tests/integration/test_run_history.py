@@ -98,7 +98,7 @@ def test_runs_of_some_features_join_the_run_that_covers_them_or_queue_behind_it(
     assert post(client, [PAYMENT], wait=True)["joined"] is False
 
 
-def test_a_run_waiting_on_a_second_worker_still_takes_in_features_until_it_starts(
+def test_a_run_waiting_behind_another_holds_no_worker_and_takes_in_features_until_it_starts(
         make_app, redis_url, redis_server, pg_warehouse, start_worker):
     client = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=pg_warehouse).test_client()
     start_worker(pg_warehouse)
@@ -108,8 +108,9 @@ def test_a_run_waiting_on_a_second_worker_still_takes_in_features_until_it_start
         wait_for(lambda: status(client, first["job_id"])["status"] == "started", what="the first run to start")
         second = post(client, [PAYMENT])
         job = Job.fetch(second["job_id"], connection=redis_server.client(), serializer="json")
-        # The second worker took it and holds it until the first run ends: still "queued" to users.
-        wait_for(lambda: job.get_status(refresh=True) == JobStatus.STARTED, what="the second worker to take it")
+        # Not in RQ's queue while it waits: the idle second worker does not take it.
+        assert job.get_status(refresh=True) == JobStatus.CREATED
+        assert redis_server.client().llen("rq:queue:feature-extraction") == 0
         assert status(client, second["job_id"])["status"] == "queued"
         assert status(client, second["job_id"])["started_at"] is None
         full = post(client)  # every feature: grows the waiting run to all of them
@@ -117,6 +118,25 @@ def test_a_run_waiting_on_a_second_worker_still_takes_in_features_until_it_start
     result = finished(client, second["job_id"])
     assert result["status"] == "finished" and set(result["result"]["features_extracted"]) == set(ALL)
     assert result["feature_types"] == ALL
+    assert result["started_at"] >= finished(client, first["job_id"])["ended_at"]
+
+
+def test_a_run_waiting_behind_a_run_whose_worker_died_runs_once_that_one_is_retried(
+        make_app, redis_url, pg_warehouse, start_worker):
+    client = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=pg_warehouse).test_client()
+    fast = ["--job-monitoring-interval", "1", "--maintenance-interval", "2"]
+    doomed = start_worker(pg_warehouse, *fast)
+    with users_locked(pg_warehouse):
+        first = post(client, [COUNT])
+        wait_for(lambda: status(client, first["job_id"])["status"] == "started", what="the first run to start")
+        second = post(client, [PAYMENT])
+        doomed.kill(signal.SIGKILL)  # the worker and its work horse, mid-run
+        start_worker(pg_warehouse, *fast)  # the only worker: it must not be held by the waiting run
+    # The abandoned first run is retried and finishes; then the waiting run is promoted and runs.
+    assert finished(client, first["job_id"], timeout=90)["status"] == "finished"
+    second_status = finished(client, second["job_id"], timeout=30)
+    assert second_status["status"] == "finished"
+    assert set(second_status["result"]["features_extracted"]) == {PAYMENT}
 
 
 def test_a_request_with_no_worker_listening_says_so_at_once(make_app, redis_url, scenario_sqlite, start_worker):
@@ -169,6 +189,32 @@ def test_a_due_time_starts_at_most_one_run_however_many_schedulers_fire_it(
     assert later != job_id
 
 
+def test_schedulers_firing_the_same_due_times_at_once_start_one_run_each(make_app, redis_url, scenario_sqlite):
+    import threading
+
+    apps = [make_app(REDIS_URL=redis_url, WAREHOUSE_URL=scenario_sqlite) for _ in range(4)]
+    schedule = Schedule.parse("60")
+    schedulers = [Scheduler(app.extensions["feature_store"].runs, schedule, name=str(i)) for i, app in enumerate(apps)]
+    client = apps[0].test_client()
+    runs = apps[0].extensions["feature_store"].runs
+    for due in (60.0 * n for n in range(1, 6)):
+        fired, barrier = [], threading.Barrier(len(schedulers))
+
+        def fire(scheduler, due=due, fired=fired, barrier=barrier):
+            barrier.wait()
+            fired.append(scheduler.fire(due))
+
+        threads = [threading.Thread(target=fire, args=(scheduler,)) for scheduler in schedulers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        started = [result for result in fired if result is not None]
+        assert len(started) == 1 and started[0][1] is False  # one claimed it, and started a run
+        runs.redis.delete("feature-store:extraction:current", "feature-store:extraction:next")  # no worker here
+    assert len(client.get(f"{BASE}/extract").get_json()["runs"]) == 5
+
+
 def test_a_scheduled_run_that_comes_due_while_a_run_is_queued_joins_it(make_app, redis_url, scenario_sqlite):
     app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=scenario_sqlite)
     client = app.test_client()
@@ -207,8 +253,11 @@ def test_the_scheduler_process_starts_ordinary_runs_on_its_schedule(make_app, re
         return text
 
     try:
-        runs = wait_for(lambda: [r for r in client.get(f"{BASE}/extract").get_json()["runs"]
-                                 if r["status"] == "finished"][:2] or None, timeout=30, what="two scheduled runs")
+        def two_finished():
+            done = [r for r in client.get(f"{BASE}/extract").get_json()["runs"] if r["status"] == "finished"]
+            return done[:2] if len(done) >= 2 else None
+
+        runs = wait_for(two_finished, timeout=30, what="two scheduled runs")
         assert all(run["trigger"] == "schedule" for run in runs)
         assert all(run["features_extracted"] == {ft: len(v) for ft, v in scenario.expected_values().items()}
                    for run in runs)
