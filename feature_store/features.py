@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func
 
-from feature_store.registry import DataType, Entity, Feature, Registry
+from feature_store.registry import DataType, Entity, Feature, FeatureSet, Registry
 from feature_store.warehouse.models import PaymentTransaction, Policy, Quote, User, earliest
 
 USER = Entity("user_id", "users")
@@ -102,4 +102,12 @@ REGISTRY.register(Feature(
     data_type=DataType.STRING,
     created_at=CATALOG_DATE,
     query=lambda q: q.select(PaymentTransaction, PaymentTransaction.payment_type),
+))
+
+# Feature sets: what a model version reads, pinned by name (a new version gets a new name).
+REGISTRY.register_set(FeatureSet(
+    name="underwriting_v1",
+    feature_types=("user_policy_time_of_purchase", "user_failed_transaction_count"),
+    description="Every user feature, as the underwriting model v1 was trained on them",
+    created_at=datetime(2026, 12, 1),
 ))

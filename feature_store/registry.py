@@ -153,13 +153,59 @@ class Feature:
         }
 
 
+@dataclass(frozen=True)
+class FeatureSet:
+    """A named list of features of one entity type, declared beside the features: what a model
+    version was trained on, served together for one entity and usable as a training set's columns.
+
+    Attributes:
+        name: lowercase snake_case, conventionally versioned (`underwriting_v1`); a set is never
+            changed once models depend on it: declare `underwriting_v2` instead.
+    """
+
+    name: str
+    feature_types: tuple[str, ...]
+    description: str = ""
+    created_at: datetime = datetime(2025, 1, 1)
+
+    def __post_init__(self) -> None:
+        if not _FEATURE_TYPE.fullmatch(self.name):
+            raise ValueError(f"feature set name {self.name!r} must be lowercase snake_case")
+        if not self.feature_types or len(set(self.feature_types)) != len(self.feature_types):
+            raise ValueError(f"feature set {self.name!r} must list distinct features, at least one")
+
+
 class Registry:
-    """The declared features, by feature type, in declaration order."""
+    """The declared features, by feature type, and feature sets, by name, in declaration order."""
 
     def __init__(self, features: Iterable[Feature] = ()) -> None:
         self._features: dict[str, Feature] = {}
+        self._sets: dict[str, FeatureSet] = {}
         for feature in features:
             self.register(feature)
+
+    def register_set(self, feature_set: FeatureSet) -> FeatureSet:
+        """Declare a feature set of already declared features, all of one entity type."""
+        if feature_set.name in self._sets:
+            raise ValueError(f"feature set {feature_set.name!r} is declared twice")
+        unknown = [ft for ft in feature_set.feature_types if ft not in self._features]
+        if unknown:
+            raise ValueError(f"feature set {feature_set.name!r} lists undeclared features {unknown}")
+        entities = {self._features[ft].entity for ft in feature_set.feature_types}
+        if len(entities) != 1:
+            raise ValueError(f"feature set {feature_set.name!r} mixes entity types "
+                             f"{sorted(e.entity_type for e in entities)}")
+        self._sets[feature_set.name] = feature_set
+        return feature_set
+
+    def feature_set(self, name: str) -> FeatureSet | None:
+        return self._sets.get(name)
+
+    def feature_sets(self) -> list[FeatureSet]:
+        return list(self._sets.values())
+
+    def entity_of(self, feature_set: FeatureSet) -> Entity:
+        return self._features[feature_set.feature_types[0]].entity
 
     def register(self, feature: Feature) -> Feature:
         if feature.feature_type in self._features:

@@ -11,11 +11,12 @@ from flask import Blueprint, current_app, g, request, url_for
 from marshmallow import ValidationError
 from werkzeug.exceptions import ClientDisconnected
 
-from feature_store.api.bodies import body_deadline, lookup_answer, parse_json, simple_item
+from feature_store.api.bodies import body_deadline, lookup_answer, parse_json, serve_feature_set, simple_item
 from feature_store.api.errors import ApiError, json_response
 from feature_store.api.schemas import (
     ExtractRequestSchema,
     FeatureRequestSchema,
+    FeatureSetRequestSchema,
     TrainingRequestSchema,
     first_error,
 )
@@ -26,6 +27,7 @@ bp = Blueprint("features", __name__, url_prefix="/api/v1/features")
 _feature_request = FeatureRequestSchema()
 _training_request = TrainingRequestSchema()
 _extract_request_schema = ExtractRequestSchema()
+_feature_set_request = FeatureSetRequestSchema()
 RUNS_LISTED_MAX = 100
 
 
@@ -130,11 +132,25 @@ def discover():
     return json_response(discovery.catalog(_services().registry))
 
 
+@bp.get("/feature-sets")
+def feature_sets():
+    """List the named feature sets (what each model version reads)."""
+    return json_response(discovery.feature_sets(_services().registry))
+
+
 @bp.post("/inference")
 def inference():
-    """Get one feature value for real-time inference (computed on demand when not cached)."""
+    """Get one feature value (or a feature set's values) for real-time inference."""
     services = _services()
-    lookup = services.server.lookup([_item(_json_body())])[0]
+    body = _json_body()
+    if isinstance(body, dict) and "feature_set" in body and "feature_type" not in body:
+        loaded = _load(_feature_set_request, body)
+        status, answer = serve_feature_set(services.server, loaded["feature_set"], loaded["entity_id"],
+                                           loaded.get("as_of"))
+        if status != 200:
+            answer["request_id"] = g.get("request_id")
+        return json_response(answer, status)
+    lookup = services.server.lookup([_item(body)])[0]
     status, body = lookup_answer(lookup, services.registry.feature_types())
     if status != 200:
         body["request_id"] = g.get("request_id")  # as every error body

@@ -41,6 +41,54 @@ def simple_item(body) -> tuple[str, str] | None:
     return None
 
 
+def simple_set_item(body) -> tuple[str, str] | None:
+    """(feature_set, entity_id) when `body` is a well-formed feature-set request in its common
+    shape (no as_of), else None."""
+    if type(body) is dict and "as_of" not in body and "feature_type" not in body:
+        name = body.get("feature_set")
+        entity_id = body.get("entity_id")
+        if type(name) is str:
+            if type(entity_id) is str:
+                return name, entity_id
+            if type(entity_id) is int:
+                return name, str(entity_id)
+    return None
+
+
+def serve_feature_set(server, name: str, entity_id: str, as_of=None) -> tuple[int, dict]:
+    """Look up feature set `name` for one entity and shape the answer (the view and the fast
+    path both answer through this)."""
+    registry = server.registry
+    feature_set = registry.feature_set(name)
+    entity_type = registry.entity_of(feature_set).entity_type if feature_set is not None else None
+    return feature_set_answer(name, entity_id, server.lookup_set(name, entity_id, as_of),
+                              [s.name for s in registry.feature_sets()], entity_type, as_of)
+
+
+def feature_set_answer(name: str, entity_id: str, lookups: list[Lookup] | None, known_sets: list[str],
+                       entity_type: str | None = None, as_of=None) -> tuple[int, dict]:
+    """(HTTP status, body) of a feature set's values for one entity."""
+    body: dict = {"feature_set": name, "entity_id": entity_id}
+    if entity_type is not None:
+        body["entity_type"] = entity_type
+    if as_of is not None:
+        body["as_of"] = format_instant(as_of)
+    if lookups is None:
+        body.update(values=None, success=False, known_feature_sets=known_sets,
+                    error=f"unknown feature_set {name!r}; known feature sets: {', '.join(known_sets)}")
+        return 404, body
+    missing = [lookup for lookup in lookups if lookup.error is not None]
+    if missing:
+        when = f"did not exist at {format_instant(as_of)}" if as_of is not None else "does not exist"
+        body.update(values=None, success=False, error=f"no {name} values: entity {entity_id!r} {when}")
+        return 404, body
+    body["values"] = {lookup.feature_type: {"feature_value": orjson.Fragment(lookup.value),
+                                            "computed_at": format_computed_at(lookup.computed_at)}
+                      for lookup in lookups}
+    body["success"] = True
+    return 200, body
+
+
 def lookup_answer(lookup: Lookup, known_feature_types: list[str]) -> tuple[int, dict]:
     """(HTTP status, body) of one lookup, as /inference answers it (and /training lists it)."""
     if lookup.error is None:

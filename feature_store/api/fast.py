@@ -18,7 +18,15 @@ from http import HTTPStatus
 import orjson
 
 from feature_store.api import access
-from feature_store.api.bodies import STATUS_OF_ERROR, body_deadline, dumps, lookup_answer, simple_item
+from feature_store.api.bodies import (
+    STATUS_OF_ERROR,
+    body_deadline,
+    dumps,
+    lookup_answer,
+    serve_feature_set,
+    simple_item,
+    simple_set_item,
+)
 from feature_store.errors import FeatureStoreError
 
 log = logging.getLogger(__name__)
@@ -64,15 +72,20 @@ class FastInference:
         try:
             # orjson is exact for 64-bit integers; a larger one arrives as a float, which is not a
             # simple item, so the Flask view (exact for any size) takes it.
-            item = simple_item(orjson.loads(body))
+            parsed = orjson.loads(body)
+            item = simple_item(parsed)
+            set_item = simple_set_item(parsed) if item is None else None
         except (orjson.JSONDecodeError, RecursionError):
-            item = None
-        if item is None:
+            item = set_item = None
+        if item is None and set_item is None:
             return self.flask(environ, start_response)
 
         rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
         try:
-            status, answer = lookup_answer(self.server.lookup([item])[0], self.known)
+            if item is not None:
+                status, answer = lookup_answer(self.server.lookup([item])[0], self.known)
+            else:
+                status, answer = serve_feature_set(self.server, *set_item)
             if status != 200:
                 answer["request_id"] = rid  # as every error body
         except FeatureStoreError as exc:

@@ -68,6 +68,15 @@ class FeatureRequestSchema(_Request):
                                                   "(UTC unless Z or an offset); absent: the current value"})
 
 
+class FeatureSetRequestSchema(_Request):
+    feature_set = fields.String(required=True, error_messages={"null": "must be a string"},
+                                metadata={"example": "underwriting_v1"})
+    entity_id = EntityIdField(required=True, metadata={"example": "123", "oneOf": [{"type": "string"},
+                                                                                   {"type": "integer"}]})
+    as_of = InstantField(metadata={"type": "string", "example": "2025-03-01T00:00:00",
+                                   "description": "the values at this instant (see FeatureRequest.as_of)"})
+
+
 class TrainingRequestSchema(_Request):
     features = fields.List(fields.Nested(FeatureRequestSchema, error_messages={"null": "must be an object"}),
                            required=True, error_messages={"null": "must be a list"})
@@ -89,6 +98,32 @@ class FeatureSchema(Schema):
     data_type = fields.String(required=True, metadata={"enum": ["datetime", "integer", "string"]})
     created_at = fields.String(required=True, metadata={"example": "2025-01-01T00:00:00"})
     version = fields.Integer()
+    feature_sets = fields.List(fields.String(), metadata={"description": "the feature sets that list it"})
+
+
+class FeatureSetSchema(Schema):
+    name = fields.String(required=True, metadata={"example": "underwriting_v1"})
+    description = fields.String(required=True)
+    entity_type = fields.String(required=True)
+    feature_types = fields.List(fields.String(), required=True)
+    created_at = fields.String(required=True)
+
+
+class _SetValueSchema(Schema):
+    feature_value = fields.Raw(allow_none=True)
+    computed_at = fields.String(required=True)
+
+
+class FeatureSetValuesSchema(Schema):
+    feature_set = fields.String(required=True)
+    entity_type = fields.String()
+    entity_id = fields.String(required=True)
+    as_of = fields.String()
+    values = fields.Dict(keys=fields.String(), values=fields.Nested(_SetValueSchema), allow_none=True, required=True)
+    success = fields.Boolean(required=True)
+    error = fields.String()
+    known_feature_sets = fields.List(fields.String())
+    request_id = fields.String()
 
 
 class FeatureValueSchema(Schema):

@@ -99,3 +99,16 @@ class FeatureServer:
                 results[i] = (Lookup(feature_type, requests[i][1], error=NOT_FOUND, as_of=instant) if value is None
                               else Lookup(feature_type, requests[i][1], value, computed_at, as_of=instant))
         return results  # type: ignore[return-value]
+
+    def lookup_set(self, name: str, entity_id: str, as_of: datetime | None = None) -> list[Lookup] | None:
+        """Every value of feature set `name` for one entity (in the set's order), or None when
+        no feature set has that name. Cached values come from one Redis round trip; missing ones
+        are computed on demand, as for lookup().
+
+        Raises:
+            StoreUnavailable, WarehouseUnavailable: as lookup().
+        """
+        feature_set = self.registry.feature_set(name)
+        if feature_set is None:
+            return None
+        return self.lookup([(feature_type, entity_id, as_of) for feature_type in feature_set.feature_types])
