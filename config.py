@@ -70,6 +70,11 @@ class Config:
     # Largest /training request (items), and largest request body (bytes): beyond, 413.
     TRAINING_MAX_ITEMS: int = field(default_factory=lambda: _env_int("TRAINING_MAX_ITEMS", 10_000))
     MAX_CONTENT_LENGTH: int = field(default_factory=lambda: _env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024))
+    # Training sets (POST /training-sets): most spine rows, largest CSV or NDJSON spine (bytes; a
+    # JSON spine obeys MAX_CONTENT_LENGTH), and spine rows per as-of statement.
+    TRAINING_SET_MAX_ROWS: int = field(default_factory=lambda: _env_int("TRAINING_SET_MAX_ROWS", 1_000_000))
+    TRAINING_SET_MAX_BYTES: int = field(default_factory=lambda: _env_int("TRAINING_SET_MAX_BYTES", 512 * 1024 * 1024))
+    TRAINING_SET_CHUNK_ROWS: int = field(default_factory=lambda: _env_int("TRAINING_SET_CHUNK_ROWS", 50_000))
     # Optional API keys (comma-separated). None configured: the API is open.
     API_KEYS_READ: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_READ"))
     API_KEYS_ADMIN: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_ADMIN"))

@@ -15,3 +15,11 @@ class WarehouseUnavailable(FeatureStoreError):
 
 class WarehouseDataError(FeatureStoreError):
     """The warehouse answered with a row a feature cannot read (a malformed timestamp, say)."""
+
+
+class BadRequest(FeatureStoreError):
+    """What the client sent cannot be used (a malformed training spine, say): a 400."""
+
+
+class TooLarge(FeatureStoreError):
+    """What the client sent is over a configured limit: a 413."""

@@ -266,3 +266,5 @@ def extraction_status(job_id: str):
         raise ApiError(404, f"no extraction job {job_id!r} (unknown, or expired)", job_id=job_id)
     return json_response(status.as_dict())
 
+
+from feature_store.api import training_sets as _training_sets  # noqa: E402,F401 - registers its view on bp

@@ -8,12 +8,19 @@ from contextlib import contextmanager
 
 import orjson
 
-from feature_store.errors import FeatureStoreError, StoreUnavailable, WarehouseDataError, WarehouseUnavailable
+from feature_store.errors import (
+    BadRequest,
+    FeatureStoreError,
+    StoreUnavailable,
+    TooLarge,
+    WarehouseDataError,
+    WarehouseUnavailable,
+)
 from feature_store.online_store import format_computed_at
 from feature_store.services.serving import UNKNOWN_FEATURE, Lookup
 
 STATUS_OF_ERROR: dict[type[FeatureStoreError], int] = {
-    StoreUnavailable: 503, WarehouseUnavailable: 503, WarehouseDataError: 502,
+    StoreUnavailable: 503, WarehouseUnavailable: 503, WarehouseDataError: 502, BadRequest: 400, TooLarge: 413,
 }
 
 

@@ -145,9 +145,15 @@ class Warehouse:
             future.cancel()
             raise WarehouseUnavailable("the warehouse did not answer in time") from None
 
-    def _compute_as_of(self, feature: Feature, items: Sequence[tuple[int, int, datetime]]) -> dict[int, bytes]:
+    def batch_as_of(self, feature: Feature, items: Sequence[tuple[int, int, datetime]]) -> dict[int, bytes]:
+        """compute_as_of() for a training set's chunk: on the batch engine, without the request
+        deadline (a chunk of a large spine takes longer than an inference request may)."""
+        return self._compute_as_of(feature, items, batch=True) if items else {}
+
+    def _compute_as_of(self, feature: Feature, items: Sequence[tuple[int, int, datetime]], *,
+                       batch: bool = False) -> dict[int, bytes]:
         try:
-            with self.request_engine.connect() as conn:
+            with (self.batch_engine if batch else self.request_engine).connect() as conn:
                 statement, params = as_of_statement(feature, conn.dialect.name, items)
                 return {pos: feature.encode(inputs) for pos, *inputs in conn.execute(statement, params)}
         except SQLAlchemyError as exc:
