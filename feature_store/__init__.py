@@ -99,6 +99,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     services = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse), runs, warehouse, store)
     app.extensions["feature_store"] = services
 
+    from feature_store import cli
     from feature_store.api import access
     from feature_store.api import bp as api_bp
     from feature_store.api.errors import register_error_handlers
@@ -111,6 +112,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(ops_bp)
     register_error_handlers(app)
     access.init_app(app)
+    cli.init_app(app)
     app.wsgi_app = FastInference(app)
 
     if config.embedded and config.EXTRACT_ON_START:

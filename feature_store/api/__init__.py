@@ -21,6 +21,7 @@ from feature_store.api.schemas import (
     first_error,
 )
 from feature_store.services import discovery
+from feature_store.services import parity as parity_check
 
 bp = Blueprint("features", __name__, url_prefix="/api/v1/features")
 
@@ -130,6 +131,24 @@ def _items(body) -> list[tuple[str, str]] | list[tuple[str, str, datetime | None
 def discover():
     """List every feature with its metadata."""
     return json_response(discovery.catalog(_services().registry))
+
+
+@bp.get("/parity")
+def parity():
+    """Check training/serving parity: stored values against the as-of path at their computed_at."""
+    raw = request.args.get("sample", "100")
+    if not re.fullmatch(r"[0-9]{1,5}", raw) or not 1 <= int(raw) <= 10_000:
+        raise ApiError(400, "sample must be a whole number from 1 to 10000")
+    services = _services()
+    listed = request.args.get("feature_types")
+    feature_types = [name.strip() for name in listed.split(",") if name.strip()] if listed else None
+    known = services.registry.feature_types()
+    for name in feature_types or []:
+        if name not in known:
+            raise ApiError(400, f"unknown feature_type {name!r}; known feature types: {', '.join(known)}",
+                           known_feature_types=known)
+    return json_response(parity_check.check(services.registry, services.store, services.warehouse,
+                                            sample=int(raw), feature_types=feature_types))
 
 
 @bp.get("/feature-sets")

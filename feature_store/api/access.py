@@ -32,7 +32,7 @@ access_log = logging.getLogger("feature_store.access")
 STARTED = "feature_store.started"
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-ADMIN_ENDPOINTS = {"features.extract", "features.extraction_status", "features.extraction_runs"}
+ADMIN_ENDPOINTS = {"features.extract", "features.extraction_status", "features.extraction_runs", "features.parity"}
 
 
 _PROCESS_PREFIX = os.urandom(8).hex()

@@ -37,6 +37,8 @@ def build_spec() -> dict:
         ("ExtractRequest", schemas.ExtractRequestSchema), ("RunList", schemas.RunListSchema),
         ("ExtractionFailed", schemas.ExtractionFailedSchema), ("Health", schemas.HealthSchema),
         ("Ready", schemas.ReadySchema), ("Error", schemas.ErrorSchema),
+        ("FeatureSetRequest", schemas.FeatureSetRequestSchema), ("FeatureSet", schemas.FeatureSetSchema),
+        ("FeatureSetValues", schemas.FeatureSetValuesSchema),
     ]:
         spec.components.schema(name, schema=schema)
 
@@ -45,11 +47,24 @@ def build_spec() -> dict:
         "summary": "List every feature with its metadata",
         "responses": {"200": _ok("the catalog", {"type": "array", "items": {"$ref": "#/components/schemas/Feature"}})},
     }})
+    spec.path(path=f"{BASE}/feature-sets", operations={"get": {
+        "summary": "List the named feature sets",
+        "responses": {"200": _ok("the feature sets", {"type": "array",
+                                                      "items": {"$ref": "#/components/schemas/FeatureSet"}})},
+    }})
     spec.path(path=f"{BASE}/inference", operations={"post": {
-        "summary": "Get one feature value for real-time inference",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": "FeatureRequest"}}},
-        "responses": {"200": _ok("the value", "FeatureValue"), "400": _error("malformed request"),
-                      "404": _ok("unknown feature type, or the entity does not exist", "FeatureValue"),
+        "summary": "Get one feature value (or a feature set's values) for real-time inference",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/FeatureRequest"}, {"$ref": "#/components/schemas/FeatureSetRequest"}]}}}},
+        "responses": {"200": {"description": "the value (or the feature set's values)", "content": {
+                          "application/json": {"schema": {"oneOf": [
+                              {"$ref": "#/components/schemas/FeatureValue"},
+                              {"$ref": "#/components/schemas/FeatureSetValues"}]}}}},
+                      "400": _error("malformed request"),
+                      "404": {"description": "unknown feature type or feature set, or the entity does not exist",
+                              "content": {"application/json": {"schema": {"oneOf": [
+                                  {"$ref": "#/components/schemas/FeatureValue"},
+                                  {"$ref": "#/components/schemas/FeatureSetValues"}]}}}},
                       "413": _error("body too large"), "503": unavailable},
     }})
     spec.path(path=f"{BASE}/training", operations={"post": {
@@ -82,6 +97,30 @@ def build_spec() -> dict:
         "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {"200": _ok("the run", "ExtractionStatus"), "404": _error("no such job"),
                       "503": unavailable},
+    }})
+    table = {"description": "one row per spine row: entity_id, as_of, the spine's other columns, entity_existed, "
+                            "one column per feature (X-Total-Rows: the row count)",
+             "content": {"application/json": {"schema": {"type": "object"}}, "application/x-ndjson": {},
+                         "text/csv": {}, "application/vnd.apache.parquet": {}}}
+    spec.path(path=f"{BASE}/training-sets", operations={"post": {
+        "summary": "Build a training set: values as of each spine row's instant, as a table",
+        "parameters": [
+            {"name": "format", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": ["json", "ndjson", "csv", "parquet"]},
+             "description": "the table's format (default: from Accept, else json)"},
+            {"name": "feature_set", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "CSV and NDJSON spines: the columns, by feature set"},
+            {"name": "feature_types", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "CSV and NDJSON spines: the columns, comma-separated feature types"}],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object", "properties": {
+                "feature_set": {"type": "string"}, "feature_types": {"type": "array", "items": {"type": "string"}},
+                "spine": {"type": "array", "items": {"type": "object"}}}}},
+            "text/csv": {"schema": {"type": "string", "description": "header entity_id,as_of[,...]"}},
+            "application/x-ndjson": {"schema": {"type": "string", "description": "one JSON row per line"}}}},
+        "responses": {"200": table, "400": _error("malformed spine, unknown or mixed features, bad format"),
+                      "408": _error("the spine did not arrive in time"),
+                      "413": _error("too many spine rows, or the spine is too large"), "503": unavailable},
     }})
     spec.path(path="/health", operations={"get": {
         "summary": "Liveness: the web process serves", "responses": {"200": _ok("serving", "Health")}}})

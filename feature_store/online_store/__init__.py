@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feature_store.errors import StoreUnavailable
-from feature_store.online_store.id_records import IdRecords, on_demand_key
+from feature_store.online_store.id_records import IdRecords, decode_ids, on_demand_key, parse_stored_id, record_key
 from feature_store.online_store.local_cache import LocalCache
 
 EPOCH = datetime(1970, 1, 1)
@@ -252,6 +252,24 @@ class OnlineStore:
             raise
         finally:
             pool.release(conn)
+
+    def stored_ids(self, feature_type: str) -> list[int]:
+        """The ids whose value the store may hold for `feature_type` (the id record as of the last
+        run, and the ids computed on demand since), for sampling: a superset of the stored ones.
+
+        Raises:
+            StoreUnavailable: Redis is unreachable.
+        """
+        try:
+            blob = self.redis.get(record_key(feature_type))
+            ids = set(decode_ids(blob)) if blob is not None else set()
+            ids.update(i for i in map(parse_stored_id, self.redis.smembers(on_demand_key(feature_type)))
+                       if i is not None)
+        except ValueError:
+            ids = set()
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+        return sorted(ids)
 
     # --- extraction runs' id records (see id_records.py) -----------------------------------------
     def begin_run(self, feature_types: Sequence[str]) -> dict[str, int]:
