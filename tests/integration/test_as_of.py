@@ -158,3 +158,48 @@ def test_as_of_after_every_change_equals_batch_extraction_for_every_entity_on_po
                                                                                          postgres_server_url):
     demo.generate(postgres_server_url, users=150, seed=seed, replace=True)
     late_equals_batch(postgres_server_url)
+
+
+def test_every_table_a_feature_reads_is_read_as_it_existed_at_the_instant():
+    # A guard for new declarations: in the as-of statement, every table with an existence
+    # column is compared with the spine's instant (a join written without q.on would leak).
+    from sqlalchemy import Table
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.sql.util import find_tables
+
+    from feature_store.warehouse.statements import as_of_statement
+
+    for feature in REGISTRY:
+        statement, _ = as_of_statement(feature, "postgresql", [(0, 1, LATE)])
+        sql = str(statement.compile(dialect=postgresql.dialect()))
+        tables = {t.name for t in find_tables(statement, include_joins=True) if isinstance(t, Table)
+                  and any(c.info.get("event_time") == "exists_from" for c in t.columns)}
+        assert tables, feature.feature_type
+        for table in tables:
+            assert f"{table}.created_at <= spine.as_of" in sql, (feature.feature_type, table)
+
+
+def test_a_fifth_feature_gets_its_as_of_values_from_its_declaration_alone(history_url):
+    from sqlalchemy import func
+
+    from feature_store.features import USER
+    from feature_store.registry import DataType, Feature
+    from feature_store.warehouse.models import Quote, User
+
+    quotes = Feature(feature_type="user_quote_count", name="Count of User Quotes", description="", entity=USER,
+                     data_type=DataType.INTEGER, created_at=datetime(2026, 12, 1),
+                     query=lambda q: q.select(User, func.count(Quote.id))
+                     .outerjoin(Quote, q.on(Quote, Quote.user_id == User.id)).group_by(q.key(User)))
+    warehouse = Warehouse(history_url)
+    try:
+        items = [(n, user[0], moment) for n, (user, moment) in enumerate(
+            (user, moment) for user in history.USERS for moment in history.instants())]
+        values = warehouse.compute_as_of(quotes, items)
+    finally:
+        warehouse.dispose()
+    for pos, user_id, moment in items:
+        if history.ts(next(u for u in history.USERS if u[0] == user_id)[2]) > moment:
+            assert pos not in values
+        else:
+            expected = sum(1 for q in history.QUOTES if q[1] == user_id and history.ts(q[3]) <= moment)
+            assert orjson.loads(values[pos]) == expected
