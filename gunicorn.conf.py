@@ -21,6 +21,26 @@ errorlog = "-"
 control_socket_disable = True
 
 
+def on_starting(server):
+    """Metrics of every worker process in one place (prometheus_client's multiprocess mode): a
+    directory of their own, emptied, set before the workers fork."""
+    import shutil
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="feature-store-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def post_worker_init(worker):
     """Tune the cyclic garbage collector for this workload: a training request allocates tens of
     thousands of short-lived, acyclic containers (reference counting frees them), and with the

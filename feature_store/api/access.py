@@ -22,6 +22,7 @@ import time
 
 from flask import Flask, g, request
 
+from feature_store import metrics
 from feature_store.api.bodies import dumps
 from feature_store.api.errors import ApiError
 
@@ -47,8 +48,11 @@ def request_id(supplied: str | None) -> str:
     return f"{_PROCESS_PREFIX}{next(_SEQUENCE):016x}"
 
 
-def log_access(rid: str, method: str, path: str, status: int, started: float) -> None:
-    access_log.info("%s %s %s %d %.1fms", rid, method, path, status, (time.perf_counter() - started) * 1000)
+def log_access(rid: str, method: str, path: str, status: int, started: float, endpoint: str) -> None:
+    """The request's access line and its metrics (`endpoint`: the route, not the raw path)."""
+    seconds = time.perf_counter() - started
+    access_log.info("%s %s %s %d %.1fms", rid, method, path, status, seconds * 1000)
+    metrics.observe_request(endpoint, method, status, seconds)
 
 
 class Gate:
@@ -142,5 +146,6 @@ def init_app(app: Flask) -> None:
             response.headers["X-Request-ID"] = rid
             if response.status_code == 401:
                 response.headers["WWW-Authenticate"] = 'ApiKey header="X-API-Key"'
-            log_access(rid, request.method, request.path, response.status_code, g.started)
+            endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            log_access(rid, request.method, request.path, response.status_code, g.started, endpoint)
         return response

@@ -98,5 +98,5 @@ class FastInference:
         data = dumps(answer)
         start_response(_REASONS[status], [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
                                           ("X-Request-ID", rid)])
-        access.log_access(rid, "POST", PATH, status, started)
+        access.log_access(rid, "POST", PATH, status, started, PATH)
         return [data]

@@ -3,8 +3,10 @@ OpenAPI document: a probe carries no API key)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, Response, current_app, g
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from feature_store import metrics
 from feature_store.api.errors import json_response
 from feature_store.errors import FeatureStoreError
 
@@ -47,3 +49,9 @@ def ready():
                 error="not ready: " + "; ".join(f"{name}: {checks[name]}" for name in failing),
                 request_id=g.get("request_id"))
     return json_response(body, 503)
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    """Prometheus metrics of every web process together, and of the store."""
+    return Response(metrics.render(current_app.extensions["feature_store"]), content_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+from feature_store import metrics
 from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.registry import Entity, Registry
 from feature_store.warehouse import Warehouse
@@ -71,13 +72,16 @@ class FeatureServer:
                 to_read.append(i)
 
         cached = self.store.read([requests[i][:2] for i in to_read]) if to_read else []
+        hits = 0
         misses: dict[str, list[int]] = {}
         for i, hit in zip(to_read, cached, strict=True):
             feature_type, entity_id = requests[i][0], requests[i][1]
             if hit is None:
                 misses.setdefault(feature_type, []).append(i)
             else:
+                hits += 1
                 results[i] = Lookup(feature_type, entity_id, hit[0], hit[1])
+        metrics.count_values("cache", hits)
 
         for feature_type, positions in misses.items():
             feature = self.registry.get(feature_type)
@@ -85,6 +89,8 @@ class FeatureServer:
             values = self.warehouse.compute(feature, (int(requests[i][1]) for i in positions))
             self.store.write(feature_type, ((str(eid), v) for eid, v in values.items()), computed_at,
                              on_demand=True)
+            metrics.count_values("on_demand", len(values))
+            metrics.count_values("missing", len(positions) - len(values))
             for i in positions:
                 entity_id = requests[i][1]
                 value = values.get(int(entity_id))
@@ -94,6 +100,7 @@ class FeatureServer:
         for feature_type, items in as_of.items():
             computed_at = now_seconds()
             values = self.warehouse.compute_as_of(self.registry.get(feature_type), items)
+            metrics.count_values("as_of", len(values))
             for i, _, instant in items:
                 value = values.get(i)
                 results[i] = (Lookup(feature_type, requests[i][1], error=NOT_FOUND, as_of=instant) if value is None

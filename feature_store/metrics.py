@@ -1,0 +1,119 @@
+"""Prometheus metrics (prometheus_client), for every web process together.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set (and emptied) by gunicorn.conf.py before the
+workers fork, so each process writes its counters and histograms to files there and GET /metrics
+aggregates them (MultiProcessCollector); a dead worker's files are marked by the `child_exit`
+hook. Without it (tests, a plain Flask run), the process's own registry is served.
+
+What lives in Redis (the extraction queue, the workers listening, the run history, when each
+feature was last refreshed) is read at scrape time by a collector, so it is the same whichever
+process answers and needs no aggregation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+REQUESTS = Counter("feature_store_http_requests", "HTTP requests answered, by endpoint (route) and status",
+                   ["endpoint", "method", "status"])
+LATENCY = Histogram("feature_store_http_request_duration_seconds", "Time to answer an HTTP request, by endpoint",
+                    ["endpoint"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                                           2.5, 5.0, 10.0, 30.0))
+VALUES = Counter("feature_store_values_served", "Feature values looked up, by where they came from: cache (the "
+                 "online store), on_demand (computed on a miss), as_of (computed at an instant), missing",
+                 ["source"])
+
+_RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(endpoint, method, str(status)).inc()
+    LATENCY.labels(endpoint).observe(seconds)
+
+
+def count_values(source: str, n: int) -> None:
+    if n:
+        VALUES.labels(source).inc(n)
+
+
+class StoreCollector:
+    """Metrics read from Redis at scrape time: the extraction queue's depth, the workers
+    listening on it, the recent runs (by status, their durations), and each feature's age."""
+
+    def __init__(self, services) -> None:
+        self.services = services
+
+    def collect(self):
+        runs = self.services.runs
+        up = GaugeMetricFamily("feature_store_online_store_up", "1 when Redis answered this scrape")
+        try:
+            depth = runs.queue.count
+            workers = runs.listening_workers()
+            recent = runs.runs(100)
+        except Exception:  # noqa: BLE001 - Redis down: say so, and serve the process metrics
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield GaugeMetricFamily("feature_store_extraction_queue_depth", "Extraction jobs waiting in the queue",
+                                value=depth)
+        if workers is not None:
+            yield GaugeMetricFamily("feature_store_extraction_workers", "RQ workers listening on the extraction "
+                                    "queue", value=workers)
+        by_status = GaugeMetricFamily("feature_store_extraction_recent_runs", "Extraction runs among the last 100 "
+                                      "kept, by status and trigger", labels=["status", "trigger"])
+        counts: dict[tuple[str, str], int] = {}
+        durations: list[float] = []
+        refreshed: dict[str, datetime] = {}
+        for run in recent:
+            counts[(run.status, run.trigger)] = counts.get((run.status, run.trigger), 0) + 1
+            if run.done and run.started_at and run.ended_at:
+                durations.append((datetime.fromisoformat(run.ended_at)
+                                  - datetime.fromisoformat(run.started_at)).total_seconds())
+            result = run.result or {}
+            if result.get("computed_at"):
+                at = datetime.fromisoformat(result["computed_at"])
+                for feature_type in result.get("features_extracted", {}):
+                    if feature_type not in refreshed or refreshed[feature_type] < at:
+                        refreshed[feature_type] = at
+        for (status, trigger), n in sorted(counts.items()):
+            by_status.add_metric([status, trigger], n)
+        yield by_status
+        buckets, total = [], 0
+        for bound in _RUN_BUCKETS:
+            buckets.append((str(float(bound)), sum(1 for d in durations if d <= bound)))
+        buckets.append(("+Inf", len(durations)))
+        total = sum(durations)
+        yield HistogramMetricFamily("feature_store_extraction_run_duration_seconds", "Durations of the ended runs "
+                                    "among the last 100 kept", buckets=buckets, sum_value=total)
+        age = GaugeMetricFamily("feature_store_feature_age_seconds", "Seconds since the last extraction run that "
+                                "refreshed each feature (among the last 100 runs)", labels=["feature_type"])
+        now = time.time()
+        for feature_type, at in sorted(refreshed.items()):
+            age.add_metric([feature_type], round(now - (at - datetime(1970, 1, 1)).total_seconds(), 3))
+        yield age
+
+
+def render(services) -> bytes:
+    """The exposition of every web process's metrics and the store's."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry  # this process alone
+        return generate_latest(registry) + generate_latest(_store_registry(services))
+    registry.register(StoreCollector(services))
+    return generate_latest(registry)
+
+
+def _store_registry(services) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(services))
+    return registry
