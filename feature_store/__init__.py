@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask
+from flask_swagger_ui import get_swaggerui_blueprint
 
 from config import DEMO_WAREHOUSE_PATH, DEMO_WAREHOUSE_URL, Config
 from feature_store.features import REGISTRY
@@ -110,6 +111,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(ops_bp)
+    # Interactive docs over the OpenAPI document, from flask-swagger-ui's own files (nothing is
+    # loaded from a CDN; the online validator badge is off, so no request leaves the machine).
+    app.register_blueprint(get_swaggerui_blueprint("/docs", "/api/v1/openapi.json", config={
+        "app_name": "Feature store API", "validatorUrl": None, "displayRequestDuration": True}))
     register_error_handlers(app)
     access.init_app(app)
     cli.init_app(app)
