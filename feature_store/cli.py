@@ -86,6 +86,13 @@ def _echo_json(body) -> None:
     click.echo(json.dumps(body, indent=2))
 
 
+def _table(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell (the last one left as it is)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]))
+
+
 @features.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print the catalog as JSON (GET /discovery's entries "
                                                        "and GET /feature-sets')")
@@ -99,9 +106,7 @@ def list_features(as_json: bool) -> None:
     rows = [("FEATURE TYPE", "ENTITY TYPE", "DATA TYPE", "FEATURE SETS")]
     rows += [(f["feature_type"], f["entity_type"], f["data_type"], ", ".join(f["feature_sets"]) or "-")
              for f in catalog]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[3])
+    _table(rows)
     if sets:
         click.echo("\nfeature sets:")
         for s in sets:
@@ -133,7 +138,7 @@ class _StatusLine:
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        self.tty = click.get_text_stream("stderr").isatty()
+        self.tty = getattr(sys.stderr, "isatty", lambda: False)()
         self.started = time.monotonic()
         self.last = None
         self.width = 0
@@ -175,14 +180,16 @@ def _result_lines(status: RunStatus) -> list[str]:
     lines = []
     extracted = result.get("features_extracted") or {}
     if extracted:
-        lines.append(f"{result.get('total_features', sum(extracted.values())):,} values:")
+        lines.append(f"{result.get('total_features', sum(extracted.values())):,} values refreshed:")
         lines += [f"  {feature_type}: {count:,}" for feature_type, count in extracted.items()]
     removed = {ft: n for ft, n in (result.get("removed") or {}).items() if n}
     if removed:
-        lines.append("removed (gone from the warehouse): "
+        lines.append("removed (entities gone from the warehouse): "
                      + ", ".join(f"{ft} {n:,}" for ft, n in removed.items()))
-    for feature_type, reason in (result.get("failed_features") or {}).items():
-        lines.append(f"  FAILED {feature_type}: {reason}")
+    failed = result.get("failed_features") or {}
+    if failed:
+        lines.append("failed (previous values kept):")
+        lines += [f"  {feature_type}: {reason}" for feature_type, reason in failed.items()]
     return lines
 
 
@@ -273,9 +280,7 @@ def list_runs(limit: int, as_json: bool) -> None:
         features_ = "every feature" if set(status.feature_types) == every else ", ".join(status.feature_types)
         rows.append((status.job_id, status.status, status.trigger, status.enqueued_at or "-",
                      status.ended_at or "-", values, features_))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[6])
+    _table(rows)
 
 
 @features.command("run")
