@@ -40,6 +40,11 @@ class Config:
 
     # The online store and the RQ broker. None means embedded mode (fakeredis, jobs inline).
     REDIS_URL: str | None = field(default_factory=lambda: _env_str("REDIS_URL", None))
+    # The online store is a Redis Cluster (REDIS_URL names one of its nodes); RQ then needs a
+    # standalone Redis of its own (RQ_REDIS_URL).
+    REDIS_CLUSTER: bool = field(default_factory=lambda: _env_str("REDIS_CLUSTER", "0") == "1")
+    # The RQ broker (queue, run slots, run history); unset: REDIS_URL.
+    RQ_REDIS_URL: str | None = field(default_factory=lambda: _env_str("RQ_REDIS_URL", None))
     # SQLAlchemy URL of the warehouse.
     WAREHOUSE_URL: str = field(default_factory=lambda: _env_str("WAREHOUSE_URL", DEMO_WAREHOUSE_URL))
     # Online-store timeouts on the request path: a Redis that is down or stuck answers 503 fast.
@@ -84,6 +89,16 @@ class Config:
     @property
     def embedded(self) -> bool:
         return self.REDIS_URL is None
+
+    @property
+    def rq_redis_url(self) -> str | None:
+        """The RQ broker's URL: RQ_REDIS_URL, else REDIS_URL."""
+        return self.RQ_REDIS_URL or self.REDIS_URL
+
+    @property
+    def separate_rq_redis(self) -> bool:
+        """Whether RQ lives on another Redis than the online store (always so on a cluster)."""
+        return self.REDIS_CLUSTER or (self.RQ_REDIS_URL is not None and self.RQ_REDIS_URL != self.REDIS_URL)
 
     @classmethod
     def from_env(cls, **overrides) -> Config:

@@ -45,6 +45,8 @@ class Services:
         if self.store.local_cache is not None:
             self.store.local_cache.close()
         self.store.redis.close()
+        if self.runs.redis is not self.store.redis:
+            self.runs.redis.close()
 
 
 def startup_line(config: Config) -> str:
@@ -83,18 +85,24 @@ def create_app(test_config: dict | None = None) -> Flask:
 
             counts = demo.generate(DEMO_WAREHOUSE_URL, DEMO_USERS)
             log.info("created the demo warehouse %s: %s", DEMO_WAREHOUSE_PATH, counts)
+        rq_client = client
     else:
         client = connect(config.REDIS_URL, socket_timeout=config.REDIS_SOCKET_TIMEOUT,
-                         connect_timeout=config.REDIS_CONNECT_TIMEOUT)
+                         connect_timeout=config.REDIS_CONNECT_TIMEOUT, cluster=config.REDIS_CLUSTER)
+        rq_client = (connect(config.rq_redis_url, socket_timeout=config.REDIS_SOCKET_TIMEOUT,
+                             connect_timeout=config.REDIS_CONNECT_TIMEOUT)
+                     if config.separate_rq_redis else client)
 
     warehouse = Warehouse(config.WAREHOUSE_URL, request_timeout=config.WAREHOUSE_TIMEOUT)
     cache = None
-    if not config.embedded and config.REDIS_LOCAL_CACHE:
+    if config.REDIS_CLUSTER and config.REDIS_LOCAL_CACHE:
+        log.info("REDIS_CLUSTER: the in-process local cache is off (its invalidation is per node; not built yet)")
+    if not config.embedded and config.REDIS_LOCAL_CACHE and not config.REDIS_CLUSTER:
         cache = LocalCache(config.REDIS_URL, socket_timeout=config.REDIS_SOCKET_TIMEOUT,
                            connect_timeout=config.REDIS_CONNECT_TIMEOUT, max_entries=config.REDIS_LOCAL_CACHE_SIZE,
                            ping_timeout=config.REDIS_SOCKET_TIMEOUT)
     store = OnlineStore(client, cache)
-    runs = ExtractionRuns(client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,
+    runs = ExtractionRuns(rq_client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,
                           job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
                           feature_types=REGISTRY.feature_types(), warehouse_url=config.WAREHOUSE_URL)
     services = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse), runs, warehouse, store)

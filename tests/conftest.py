@@ -113,6 +113,76 @@ def redis_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_server(tmp_path_factory):
+    """A private 3-node Redis Cluster (no replicas) on free ports, for the whole session; yields
+    the URL of one node."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        service_missing("redis-server and redis-cli are needed for the cluster tests")
+    folder = tmp_path_factory.mktemp("cluster")
+    ports = _cluster_ports(3)
+    processes = [subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", f"nodes-{port}.conf", "--dir", str(folder), "--save", "", "--appendonly", "no",
+         "--protected-mode", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
+    try:
+        for port in ports:
+            client = redis.Redis(port=port, socket_connect_timeout=0.2)
+            wait_for(lambda client=client: _pings(client), what=f"cluster node {port}")
+            client.close()
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        for port in ports:
+            client = redis.Redis(port=port)
+            wait_for(lambda client=client: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"),
+                     timeout=30, what=f"cluster_state:ok on {port}")
+            client.close()
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Ports whose cluster bus port (port + 10000) is free too (ephemeral ports may have none)."""
+    import random
+
+    found: list[int] = []
+    for port in random.Random().sample(range(20000, 29000), 400):
+        if len(found) == count:
+            break
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            found.append(port)
+        except OSError:
+            continue
+    return found
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_server) -> str:
+    """The private cluster, emptied before the test."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster_server)
+    client.flushall()
+    client.close()
+    return redis_cluster_server
+
+
 @pytest.fixture
 def redis_url(redis_server) -> str:
     """The private Redis, emptied before the test."""

@@ -17,7 +17,7 @@ from rq.registry import StartedJobRegistry
 from config import Config
 from feature_store.errors import FeatureStoreError, WarehouseUnavailable
 from feature_store.features import REGISTRY
-from feature_store.online_store import OnlineStore, now_seconds
+from feature_store.online_store import OnlineStore, connect, now_seconds
 from feature_store.registry import Feature
 from feature_store.services.extraction import (
     extract_all,
@@ -69,7 +69,7 @@ def extract_features(warehouse_url: str | None = None) -> dict:
     try:
         features = _features(_begin(job, slots))
         warehouse = Warehouse(warehouse_url or config.WAREHOUSE_URL)
-        store = OnlineStore(job.connection)
+        store = _online_store(job, config)
 
         def on_progress(update: dict) -> None:
             job.meta["progress"] = update
@@ -97,6 +97,8 @@ def extract_features(warehouse_url: str | None = None) -> dict:
             raise
         finally:
             warehouse.dispose()
+            if store.redis is not job.connection:
+                store.redis.close()
         if result["failed_features"]:
             message = failure_message(result["failed_features"], len(result["features_extracted"]))
             _fail(job, message, result)
@@ -106,6 +108,15 @@ def extract_features(warehouse_url: str | None = None) -> dict:
         # The run is over: the one waiting behind it (if any) becomes current and is enqueued.
         promote_run(slots, Queue(job.origin, connection=job.connection, serializer="json",
                                  is_async=warehouse_url is None), job.id)
+
+
+def _online_store(job, config: Config) -> OnlineStore:
+    """The online store: the job's own Redis, unless the values live elsewhere (a cluster, or a
+    Redis of their own beside RQ's: RQ_REDIS_URL)."""
+    if config.REDIS_URL is None or not config.separate_rq_redis:
+        return OnlineStore(job.connection)
+    return OnlineStore(connect(config.REDIS_URL, socket_timeout=30.0, connect_timeout=5.0,
+                               cluster=config.REDIS_CLUSTER))
 
 
 def _begin(job, slots: RunSlots) -> list[str] | None:
@@ -253,16 +264,18 @@ def extract_partition(run_id: str, index: int, ranges: dict, computed_at: int,
         # Another partition failed, the run is over, or another job runs this partition.
         return {"skipped": True}
     warehouse = Warehouse(config.WAREHOUSE_URL)
+    store = _online_store(job, config)
     try:
         return _run_partition(run, index, ranges, computed_at if stamp is None else stamp, computed_at,
-                              _features(feature_types), warehouse,
-                              OnlineStore(job.connection), config)
+                              _features(feature_types), warehouse, store, config)
     except Exception:
         # A clean failure is the run's to report; only a dead worker's partition is retried.
         job.retries_left = 0  # read by RQ's failure handling in this process
         raise
     finally:
         warehouse.dispose()
+        if store.redis is not job.connection:
+            store.redis.close()
 
 
 def _open(connection, run_id: str) -> bool:

@@ -39,7 +39,7 @@ def main() -> int:
         log.info("EXTRACT_SCHEDULE is not set: no scheduled extraction; idle (set it to a 5-field cron "
                  "expression in UTC or a number of seconds)")
     else:
-        client = connect(config.REDIS_URL, socket_timeout=5.0, connect_timeout=2.0)
+        client = connect(config.rq_redis_url, socket_timeout=5.0, connect_timeout=2.0)  # the run slots live with RQ
         runs = ExtractionRuns(client, queue_name=config.EXTRACT_QUEUE, is_async=True,
                               job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
                               feature_types=REGISTRY.feature_types())

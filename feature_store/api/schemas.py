@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from feature_store.registry import DataType
+
 
 class EntityIdField(fields.Field):
     """An entity id: a JSON string or integer (never a boolean, float, list or null), as a string.
@@ -51,6 +53,14 @@ class InstantField(fields.Field):
         return None if value is None else value.isoformat()
 
 
+# How the document shows an instant: the forms datetime.fromisoformat reads (a date; a time to the
+# hour, minute, second or microsecond; `Z` or an offset). Documentation only: InstantField decides.
+INSTANT_PATTERN = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+                   r"([T ]([01][0-9]|2[0-3])(:[0-5][0-9](:[0-5][0-9]([.,][0-9]{1,6})?)?)?"
+                   r"(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?)?$")
+INSTANT_DOC = {"type": "string", "pattern": INSTANT_PATTERN, "example": "2025-03-01T00:00:00"}
+
+
 class _Request(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -63,9 +73,9 @@ class FeatureRequestSchema(_Request):
                                  metadata={"example": "user_failed_transaction_count"})
     entity_id = EntityIdField(required=True, metadata={"example": "123", "oneOf": [{"type": "string"},
                                                                                    {"type": "integer"}]})
-    as_of = InstantField(metadata={"type": "string", "example": "2025-03-01T00:00:00",
-                                   "description": "the value as the warehouse's rows define it at this instant "
-                                                  "(UTC unless Z or an offset); absent: the current value"})
+    as_of = InstantField(metadata={**INSTANT_DOC, "description": "the value as the warehouse's rows define it at "
+                                                               "this instant (UTC unless Z or an offset); absent: "
+                                                               "the current value"})
 
 
 class FeatureSetRequestSchema(_Request):
@@ -73,8 +83,8 @@ class FeatureSetRequestSchema(_Request):
                                 metadata={"example": "underwriting_v1"})
     entity_id = EntityIdField(required=True, metadata={"example": "123", "oneOf": [{"type": "string"},
                                                                                    {"type": "integer"}]})
-    as_of = InstantField(metadata={"type": "string", "example": "2025-03-01T00:00:00",
-                                   "description": "the values at this instant (see FeatureRequest.as_of)"})
+    as_of = InstantField(metadata={**INSTANT_DOC, "description": "the values at this instant (see "
+                                                               "FeatureRequest.as_of)"})
 
 
 class TrainingRequestSchema(_Request):
@@ -90,15 +100,37 @@ class ExtractRequestSchema(_Request):
                                           "example": ["payment_type"]})
 
 
+# --- Response schemas (documentation only: answers are built in the views and bodies.py) --------
+#
+# Every answer's shape is fixed, so each schema is closed: apispec emits additionalProperties false
+# for a schema whose Meta.unknown is RAISE (marshmallow's default), unless its Meta has a
+# description (apispec then leaves additionalProperties out): none here has one. Fields that
+# are always present are required; `success` is a constant where the answer is a success or an
+# error. Where an answer has several shapes, the document lists each (oneOf), told apart by
+# required fields and closed schemas.
+
+_INSTANT = {"example": "2025-03-01T00:00:00"}
+_NULL = {"enum": [None], "description": "always null here"}
+
+
+def _success(value: bool) -> fields.Boolean:
+    return fields.Boolean(required=True, metadata={"enum": [value]})
+
+
+def _ref(*names: str) -> dict:
+    return {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in names]}
+
+
 class FeatureSchema(Schema):
-    feature_type = fields.String(required=True)
+    feature_type = fields.String(required=True, metadata={"example": "user_failed_transaction_count"})
     name = fields.String(required=True)
     description = fields.String(required=True)
-    entity_type = fields.String(required=True)
-    data_type = fields.String(required=True, metadata={"enum": ["datetime", "integer", "string"]})
+    entity_type = fields.String(required=True, metadata={"example": "user_id"})
+    data_type = fields.String(required=True, metadata={"enum": [t.value for t in DataType]})
     created_at = fields.String(required=True, metadata={"example": "2025-01-01T00:00:00"})
-    version = fields.Integer()
-    feature_sets = fields.List(fields.String(), metadata={"description": "the feature sets that list it"})
+    version = fields.Integer(required=True)
+    feature_sets = fields.List(fields.String(), required=True, metadata={"description": "the feature sets that "
+                                                                                         "list it"})
 
 
 class FeatureSetSchema(Schema):
@@ -109,121 +141,245 @@ class FeatureSetSchema(Schema):
     created_at = fields.String(required=True)
 
 
-class _SetValueSchema(Schema):
-    feature_value = fields.Raw(allow_none=True)
+class FeatureValueSchema(Schema):
+    """One value (POST /inference 200, and a successful item of POST /training)."""
+
+    feature_type = fields.String(required=True)
+    entity_id = fields.String(required=True, metadata={"description": "as requested (an integer as its decimal "
+                                                                      "form)"})
+    feature_value = fields.Raw(required=True, allow_none=True, metadata={
+        "description": "the value (JSON of the feature's data_type); null when the entity has none"})
+    computed_at = fields.String(required=True, metadata={
+        "description": "when the value was computed (UTC)", "example": "2025-01-20T12:00:00"})
+    as_of = fields.String(metadata={"description": "the item's as_of instant, in UTC (only when it had one)",
+                                    **_INSTANT})
+    success = _success(True)
+
+
+class FeatureValueMissingSchema(Schema):
+    """An item of POST /training without a value: an unknown feature type, or no such entity."""
+
+    feature_type = fields.String(required=True)
+    entity_id = fields.String(required=True)
+    feature_value = fields.Raw(required=True, allow_none=True, metadata=_NULL)
+    as_of = fields.String(metadata={"description": "the item's as_of instant, in UTC (only when it had one)",
+                                    **_INSTANT})
+    success = _success(False)
+    error = fields.String(required=True, metadata={"example": "no payment_type value: entity '7' does not exist"})
+    known_feature_types = fields.List(fields.String(), metadata={"description": "when the feature type is "
+                                                                               "unknown: the known ones"})
+
+
+class FeatureNotFoundSchema(FeatureValueMissingSchema):
+    """POST /inference 404 for one feature: as a missing /training item, with the request id."""
+
+    request_id = fields.String(required=True)
+
+
+class FeatureSetValueSchema(Schema):
+    feature_value = fields.Raw(required=True, allow_none=True)
     computed_at = fields.String(required=True)
 
 
 class FeatureSetValuesSchema(Schema):
+    feature_set = fields.String(required=True, metadata={"example": "underwriting_v1"})
+    entity_type = fields.String(required=True)
+    entity_id = fields.String(required=True)
+    as_of = fields.String(metadata={"description": "the request's as_of, in UTC (only when it had one)", **_INSTANT})
+    values = fields.Dict(keys=fields.String(), values=fields.Nested(FeatureSetValueSchema), required=True,
+                         metadata={"description": "feature type -> its value, for every feature of the set"})
+    success = _success(True)
+
+
+class FeatureSetNotFoundSchema(Schema):
     feature_set = fields.String(required=True)
-    entity_type = fields.String()
+    entity_type = fields.String(metadata={"description": "when the feature set is known"})
     entity_id = fields.String(required=True)
-    as_of = fields.String()
-    values = fields.Dict(keys=fields.String(), values=fields.Nested(_SetValueSchema), allow_none=True, required=True)
-    success = fields.Boolean(required=True)
-    error = fields.String()
-    known_feature_sets = fields.List(fields.String())
-    request_id = fields.String()
-
-
-class FeatureValueSchema(Schema):
-    feature_type = fields.String(required=True)
-    entity_id = fields.String(required=True)
-    feature_value = fields.Raw(allow_none=True, metadata={"description": "null when there is none"})
-    computed_at = fields.String(allow_none=True, metadata={"example": "2025-01-20T12:00:00"})
-    as_of = fields.String(metadata={"description": "the item's as_of instant, in UTC (only when it had one)",
-                                    "example": "2025-03-01T00:00:00"})
-    success = fields.Boolean(required=True)
-    error = fields.String()
+    as_of = fields.String(metadata={"description": "the request's as_of, in UTC (only when it had one)", **_INSTANT})
+    values = fields.Raw(required=True, allow_none=True, metadata=_NULL)
+    success = _success(False)
+    error = fields.String(required=True)
+    known_feature_sets = fields.List(fields.String(), metadata={"description": "when the feature set is unknown: "
+                                                                              "the known ones"})
+    request_id = fields.String(required=True)
 
 
 class TrainingResponseSchema(Schema):
-    results = fields.List(fields.Nested(FeatureValueSchema), required=True)
+    results = fields.List(fields.Raw(metadata=_ref("FeatureValue", "FeatureValueMissing")), required=True,
+                          metadata={"description": "one per requested item, in request order"})
     total_requested = fields.Integer(required=True)
     total_successful = fields.Integer(required=True)
 
 
-class ExtractionResultSchema(Schema):
-    message = fields.String(required=True)
-    features_extracted = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
-    total_features = fields.Integer(required=True)
-    job_id = fields.String(required=True)
-    joined = fields.Boolean(metadata={"description": "true when this request joined a run in progress"})
+class TrainingSetTableSchema(Schema):
+    """POST /training-sets as JSON (the other formats have the same columns)."""
+
+    feature_types = fields.List(fields.String(), required=True)
+    columns = fields.List(fields.String(), required=True, metadata={
+        "description": "entity_id, as_of, the spine's other columns, entity_existed, then one per feature",
+        "example": ["entity_id", "as_of", "label", "entity_existed", "user_failed_transaction_count"]})
+    total_rows = fields.Integer(required=True)
+    rows = fields.List(fields.Dict(keys=fields.String()), required=True, metadata={
+        "description": "one object per spine row, in spine order, keyed by the columns: entity_id (string), as_of "
+                       "(UTC), the spine's other columns as sent, entity_existed (false: the entity did not exist "
+                       "at as_of and its values are null), the features' values"})
 
 
 _COUNTS = {"keys": fields.String(), "values": fields.Integer()}
 _REASONS = {"keys": fields.String(), "values": fields.String()}
-_STATUS = {"enum": ["queued", "started", "finished", "failed"]}
+
+
+class ExtractionResultSchema(Schema):
+    message = fields.String(required=True, metadata={"example": "Feature extraction completed successfully"})
+    features_extracted = fields.Dict(**_COUNTS, required=True, metadata={"description": "feature type -> values "
+                                                                                        "written"})
+    total_features = fields.Integer(required=True)
+    job_id = fields.String(required=True)
+    joined = fields.Boolean(required=True, metadata={"description": "true when this request joined a run in "
+                                                                    "progress"})
 
 
 class ExtractionAcceptedSchema(Schema):
     job_id = fields.String(required=True)
-    status = fields.String(required=True, metadata=_STATUS)
-    status_url = fields.String(required=True)
-    joined = fields.Boolean()
-    workers = fields.Integer(allow_none=True, metadata={
+    status = fields.String(required=True, metadata={"enum": ["queued", "started", "finished", "failed"]})
+    status_url = fields.String(required=True, metadata={"format": "uri", "description": "GET it to follow the run "
+                                                                                       "(also the Location header)"})
+    joined = fields.Boolean(required=True)
+    workers = fields.Integer(required=True, allow_none=True, metadata={
         "description": "workers listening on the extraction queue (null in embedded mode)"})
     warning = fields.String(metadata={"description": "set when no worker listens: the run stays queued"})
 
 
+class RunResultSchema(Schema):
+    """What a run did (its job's result)."""
+
+    features_extracted = fields.Dict(**_COUNTS, required=True, metadata={"description": "feature type -> values "
+                                                                                        "written"})
+    total_features = fields.Integer(required=True)
+    failed_features = fields.Dict(**_REASONS, required=True, metadata={"description": "feature type -> reason"})
+    removed = fields.Dict(**_COUNTS, required=True, metadata={"description": "feature type -> stale values "
+                                                                            "removed"})
+    computed_at = fields.String(required=True, allow_none=True, metadata={
+        "description": "the values' computed_at (null when the run could not start)"})
+    partitions = fields.Integer(metadata={"description": "id-range partitions, when the run was split"})
+    stages = fields.Dict(keys=fields.String(), values=fields.Float(), required=True,
+                         metadata={"description": "stage -> seconds"})
+
+
 class _RunFields(Schema):
-    job_id = fields.String(required=True)
-    status = fields.String(required=True, metadata=_STATUS)
+    job_id = fields.String(required=True, metadata={"example": "extract-3f0c2b9e"})
+    status = fields.String(required=True, metadata={"enum": ["queued", "started"]})
     trigger = fields.String(required=True, metadata={"enum": ["api", "schedule"]})
-    feature_types = fields.List(fields.String(), required=True)
-    enqueued_at = fields.String(allow_none=True)
-    started_at = fields.String(allow_none=True)
-    ended_at = fields.String(allow_none=True)
+    feature_types = fields.List(fields.String(), required=True, metadata={"description": "what the run refreshes"})
+    enqueued_at = fields.String(required=True, allow_none=True)
+    started_at = fields.String(required=True, allow_none=True)
+    ended_at = fields.String(required=True, allow_none=True)
 
 
-class ExtractionStatusSchema(_RunFields):
-    result = fields.Dict(metadata={"description": "when finished (and what a failed run did)"})
-    success = fields.Boolean(metadata={"description": "false when failed"})
-    error = fields.String(metadata={"description": "when failed: names every failed feature"})
-    failed_features = fields.Dict(**_REASONS, metadata={"description": "when failed: feature type -> reason"})
-    features_extracted = fields.Dict(**_COUNTS, metadata={"description": "when failed: the features refreshed"})
-    total_features = fields.Integer()
+class RunPendingSchema(_RunFields):
+    """A run queued or started (GET /extract/{job_id}, and as GET /extract lists it)."""
 
 
-class RunSummarySchema(_RunFields):
-    features_extracted = fields.Dict(**_COUNTS, metadata={"description": "once ended"})
-    total_features = fields.Integer(metadata={"description": "once ended"})
-    failed_features = fields.Dict(**_REASONS, metadata={"description": "once ended"})
+class RunFinishedSchema(_RunFields):
+    status = fields.String(required=True, metadata={"enum": ["finished"]})
+    result = fields.Nested(RunResultSchema, required=True)
+
+
+class RunFailedSchema(_RunFields):
+    status = fields.String(required=True, metadata={"enum": ["failed"]})
+    success = _success(False)
+    error = fields.String(required=True, metadata={"description": "names every failed feature"})
+    failed_features = fields.Dict(**_REASONS, required=True, metadata={"description": "feature type -> reason"})
+    features_extracted = fields.Dict(**_COUNTS, required=True, metadata={"description": "the features refreshed"})
+    total_features = fields.Integer(required=True)
+    result = fields.Nested(RunResultSchema, metadata={"description": "what the run did (absent when it died)"})
+
+
+class RunEndedSummarySchema(_RunFields):
+    """An ended run as GET /extract lists it."""
+
+    status = fields.String(required=True, metadata={"enum": ["finished", "failed"]})
+    features_extracted = fields.Dict(**_COUNTS, required=True)
+    total_features = fields.Integer(required=True)
+    failed_features = fields.Dict(**_REASONS, required=True)
     error = fields.String(metadata={"description": "when failed"})
 
 
 class RunListSchema(Schema):
-    runs = fields.List(fields.Nested(RunSummarySchema), required=True)
+    runs = fields.List(fields.Raw(metadata=_ref("RunPending", "RunEndedSummary")), required=True,
+                       metadata={"description": "newest first"})
+
+
+class ParityDisagreementSchema(Schema):
+    entity_id = fields.String(required=True)
+    computed_at = fields.String(required=True)
+    stored = fields.String(required=True, metadata={"description": "the stored value (JSON text)"})
+    as_of_value = fields.String(required=True, allow_none=True, metadata={
+        "description": "the value as of computed_at (JSON text); null when the entity did not exist then"})
+
+
+class FeatureParitySchema(Schema):
+    checked = fields.Integer(required=True)
+    agree = fields.Integer(required=True)
+    disagree = fields.Integer(required=True)
+    agreement = fields.Float(required=True, allow_none=True, metadata={"description": "agree / checked (null when "
+                                                                                     "none was checked)"})
+    disagreements = fields.List(fields.Nested(ParityDisagreementSchema), required=True,
+                                metadata={"description": "the first 20"})
+
+
+class ParityReportSchema(Schema):
+    sample_per_feature = fields.Integer(required=True)
+    checked_at = fields.String(required=True)
+    features = fields.Dict(keys=fields.String(), values=fields.Nested(FeatureParitySchema), required=True)
 
 
 class ErrorSchema(Schema):
-    success = fields.Boolean(required=True, metadata={"example": False})
-    error = fields.String(required=True)
-    request_id = fields.String()
+    success = _success(False)
+    error = fields.String(required=True, metadata={"description": "what went wrong, in words"})
+    request_id = fields.String(required=True, metadata={"description": "the X-Request-ID of the answer (and of "
+                                                                       "its log line)"})
+
+
+class UnknownFeatureTypeErrorSchema(ErrorSchema):
+    known_feature_types = fields.List(fields.String(), required=True)
+
+
+class JobNotFoundSchema(ErrorSchema):
+    job_id = fields.String(metadata={"description": "the job id asked for (absent when the path did not name one: "
+                                                    "an id with a slash)"})
 
 
 class ExtractionFailedSchema(ErrorSchema):
     job_id = fields.String(required=True)
-    failed_features = fields.Dict(**_REASONS, required=True)
-    features_extracted = fields.Dict(**_COUNTS, required=True)
+    failed_features = fields.Dict(**_REASONS, required=True, metadata={"description": "feature type -> reason"})
+    features_extracted = fields.Dict(**_COUNTS, required=True, metadata={"description": "the features refreshed"})
     total_features = fields.Integer(required=True)
 
 
 class HealthSchema(Schema):
-    status = fields.String(required=True, metadata={"example": "ok"})
+    status = fields.String(required=True, metadata={"enum": ["ok"]})
+
+
+class ReadyChecksSchema(Schema):
+    redis = fields.String(required=True, metadata={"description": "\"ok\", or what is wrong"})
+    warehouse = fields.String(required=True, metadata={"description": "\"ok\", or what is wrong"})
 
 
 class ReadySchema(Schema):
-    status = fields.String(required=True, metadata={"enum": ["ready", "not ready"]})
-    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
-                         metadata={"description": "redis, warehouse: \"ok\" or what is wrong"})
-    workers = fields.Integer(allow_none=True, required=True,
-                             metadata={"description": "workers listening on the extraction queue"})
+    status = fields.String(required=True, metadata={"enum": ["ready"]})
+    checks = fields.Nested(ReadyChecksSchema, required=True)
+    workers = fields.Integer(allow_none=True, required=True, metadata={
+        "description": "workers listening on the extraction queue (null in embedded mode, or when Redis is down)"})
     queue = fields.String(required=True)
     embedded = fields.Boolean(required=True)
-    success = fields.Boolean(metadata={"description": "false when not ready"})
-    error = fields.String(metadata={"description": "when not ready: what does not answer"})
-    request_id = fields.String()
+
+
+class NotReadySchema(ReadySchema):
+    status = fields.String(required=True, metadata={"enum": ["not ready"]})
+    success = _success(False)
+    error = fields.String(required=True, metadata={"description": "what does not answer"})
+    request_id = fields.String(required=True)
 
 
 def first_error(messages, path: str = "") -> str:

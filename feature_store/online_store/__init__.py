@@ -25,6 +25,7 @@ from functools import lru_cache
 import orjson
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from feature_store.errors import StoreUnavailable
@@ -81,8 +82,13 @@ def format_computed_at(seconds: int) -> str:
     return (EPOCH + timedelta(seconds=seconds)).isoformat()
 
 
-def connect(url: str, *, socket_timeout: float, connect_timeout: float, **kwargs) -> redis.Redis:
-    """A Redis client that fails fast: short timeouts and no retry storm on the request path."""
+def connect(url: str, *, socket_timeout: float, connect_timeout: float, cluster: bool = False,
+            **kwargs) -> redis.Redis:
+    """A Redis client that fails fast: short timeouts and no retry storm on the request path.
+    With `cluster`, a Redis Cluster client (`url` names any node; the others are discovered)."""
+    if cluster:
+        return RedisCluster.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+                                     **kwargs)
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
@@ -118,8 +124,10 @@ class OnlineStore:
     def __init__(self, client: redis.Redis, local_cache: LocalCache | None = None) -> None:
         self.redis = client
         self.local_cache = local_cache
-        # fakeredis (embedded mode, unit tests) speaks through redis-py's command API only.
-        self._raw_protocol = not type(client).__module__.startswith("fakeredis")
+        self.cluster = isinstance(client, RedisCluster)
+        # fakeredis (embedded mode, unit tests) speaks through redis-py's command API only; on a
+        # cluster, packed commands go to each key's node (batch_writer).
+        self._raw_protocol = not type(client).__module__.startswith("fakeredis") and not self.cluster
         self._delete_if_older = client.register_script(_DELETE_IF_OLDER)
         self._next_run_stamp = client.register_script(_NEXT_RUN_STAMP)
         self.records = IdRecords(client, self._delete_if_older)
@@ -219,6 +227,9 @@ class OnlineStore:
         Raises:
             StoreUnavailable: Redis is unreachable, did not answer in time or refused a command.
         """
+        if self.cluster:
+            yield lambda feature_type, chunk: self._write_per_node(feature_type, chunk, computed_at)
+            return
         if not self._raw_protocol:
             yield lambda feature_type, chunk: self.write(feature_type, chunk, computed_at) and None
             return
@@ -271,6 +282,45 @@ class OnlineStore:
             raise _store_error(exc) from exc
         return sorted(ids)
 
+    def _write_per_node(self, feature_type: str, chunk: list[tuple[object, bytes]], computed_at: int) -> None:
+        """A chunk of HSETs on a cluster: packed per node (the keys' slots decide), sent to every
+        node, then every reply read."""
+        by_node: dict[str, tuple[object, list]] = {}
+        get_node = self.redis.get_node_from_key
+        prefix = f"{feature_type}:"
+        for entity_id, value in chunk:
+            node = get_node(f"{prefix}{entity_id}")
+            by_node.setdefault(node.name, (node, []))[1].append((entity_id, value))
+        sent = []
+        try:
+            try:
+                for node, values in by_node.values():
+                    pool = self.redis.get_redis_connection(node).connection_pool
+                    conn = pool.get_connection()
+                    sent.append((pool, conn, len(values)))
+                    conn.send_packed_command([_pack_hsets(feature_type, values, computed_at)])
+                for _, conn, count in sent:
+                    for _ in range(count):
+                        conn.read_response()
+            except BaseException:
+                for _, conn, _ in sent:
+                    conn.disconnect()
+                raise
+            finally:
+                for pool, conn, _ in sent:
+                    pool.release(conn)
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+
+    def ensure_scripts(self) -> None:
+        """On a cluster, load the scripts that pipelines call on every node first (a pipeline
+        cannot load a script a node does not know)."""
+        if self.cluster:
+            try:
+                self.redis.script_load(_DELETE_IF_OLDER)
+            except redis.RedisError as exc:
+                raise _store_error(exc) from exc
+
     # --- extraction runs' id records (see id_records.py) -----------------------------------------
     def begin_run(self, feature_types: Sequence[str]) -> dict[str, int]:
         """Before a run writes: make sure every feature type has an id record."""
@@ -289,6 +339,7 @@ class OnlineStore:
     def remove_stale(self, feature_types: Sequence[str], run: int, parts: int, older_than: int) -> dict[str, int]:
         """After every part of run `run` wrote: delete the values of entities the run did not
         find (unless computed after `older_than`); returns the count deleted per feature type."""
+        self.ensure_scripts()
         try:
             return self.records.finish_run(feature_types, run, parts, older_than)
         except redis.RedisError as exc:

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain
 
 import redis
+from redis.cluster import RedisCluster
 
 from feature_store.registry import Entity
 
@@ -238,16 +239,37 @@ class IdRecords:
         kept: list[int] = []
         for start in range(0, len(stale), 1000):
             batch = stale[start:start + 1000]
-            with self.redis.pipeline(transaction=False) as pipe:
-                for entity_id in batch:
-                    self._delete_if_older(keys=[f"{feature_type}:{entity_id}"], args=[older_than], client=pipe)
-                for entity_id, outcome in zip(batch, pipe.execute(), strict=True):
-                    deleted += outcome == 1
-                    if outcome == -1:
-                        kept.append(entity_id)
+            for entity_id, outcome in zip(batch, self._delete_older(feature_type, batch, older_than), strict=True):
+                deleted += outcome == 1
+                if outcome == -1:
+                    kept.append(entity_id)
         if stale:
             self.redis.set(record_name, encode_ids(_union(run_ids, kept)) if kept else run_blob)
         return deleted
+
+    def _delete_older(self, feature_type: str, ids: list[int], older_than: int) -> list[int]:
+        """The delete-if-older script on each value of `ids`, pipelined: its outcome per id. A
+        cluster's pipelines refuse scripts, so there each node gets a pipeline of its own keys
+        (the script was loaded on every node: OnlineStore.ensure_scripts)."""
+        keys = [f"{feature_type}:{entity_id}" for entity_id in ids]
+        if not isinstance(self.redis, RedisCluster):
+            with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    self._delete_if_older(keys=[key], args=[older_than], client=pipe)
+                return pipe.execute()
+        by_node: dict[str, tuple[object, list[int]]] = {}
+        for position, key in enumerate(keys):
+            node = self.redis.get_node_from_key(key)
+            by_node.setdefault(node.name, (node, []))[1].append(position)
+        outcomes = [0] * len(keys)
+        sha = self._delete_if_older.sha
+        for node, positions in by_node.values():
+            with self.redis.get_redis_connection(node).pipeline(transaction=False) as pipe:
+                for position in positions:
+                    pipe.evalsha(sha, 1, keys[position], older_than)
+                for position, outcome in zip(positions, pipe.execute(), strict=True):
+                    outcomes[position] = outcome
+        return outcomes
 
     # --- the keyspace fallback ------------------------------------------------------------------
     def scan_ids(self, feature_types: Sequence[str], scan_count: int = 10_000) -> dict[str, array]:
