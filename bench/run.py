@@ -1,6 +1,7 @@
 """The benchmark suite (BENCHMARKS.md). Every figure is measured beside its floor in the same run.
 
-    python -m bench.run [--full] [--only inference,training,extraction,scaleout,memory,cold,cursor_plan]
+    python -m bench.run [--full] [--only inference,training,extraction,scaleout,memory,cold,cursor_plan,
+                                as_of,training_sets,feature_set]
 
 Quick (default, a few minutes): 20,000-user warehouse for serving, 100,000 users for extraction.
 --full: 1,000,000 users for extraction (about 6 million values), longer wrk runs.
@@ -10,6 +11,8 @@ Load generator: wrk (apt-get install -y wrk), sharing this machine's 2 cores wit
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import platform
 import random
@@ -19,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from unittest import mock
 
@@ -555,11 +558,470 @@ def bench_cursor_plan(args, report) -> None:
         drop_pg_database(url)
     report["cursor_plan"] = results
 
+# --- 8. point-in-time values: /training with as_of items ------------------------------------------
+BENCH_USERS = 100_000
+USER_FEATURES = ("user_failed_transaction_count", "user_policy_time_of_purchase")
+SPINE_SQL = {  # the floor's spine, loaded with the statement (unnest / json_each) or before it (temp table)
+    ("postgresql", "arrays"): "unnest(%s::int[], %s::bigint[], %s::timestamp[]) AS s(pos, id, as_of)",
+    ("postgresql", "temp_table"): "s",
+    ("sqlite", "arrays"): "(SELECT value ->> 0 AS pos, value ->> 1 AS id, value ->> 2 AS as_of FROM json_each(?)) AS s",
+    ("sqlite", "temp_table"): "s",
+}
+# The floor's statements, by hand, per feature: a join then GROUP BY, or a correlated subquery per
+# spine row. Timestamps compare as stored: typed on PostgreSQL; on SQLite the generator's text
+# (`YYYY-MM-DD HH:MM:SS[.ffffff]`) against instants with six fraction digits, which compares as
+# time does for those two forms (the product normalizes every form it accepts).
+FLOOR_SQL = {
+    "user_failed_transaction_count": {
+        "join": """SELECT s.pos, count(t.id) FROM {spine}
+            JOIN users u ON u.id = s.id AND u.created_at <= s.as_of
+            LEFT JOIN policies p ON p.user_id = u.id AND p.created_at <= s.as_of
+            LEFT JOIN payment_transactions t ON t.policy_id = p.id AND t.status = 'failed' AND t.created_at <= s.as_of
+            GROUP BY s.pos""",
+        "subquery": """SELECT s.pos, (SELECT count(*) FROM policies p JOIN payment_transactions t ON t.policy_id = p.id
+            WHERE p.user_id = s.id AND p.created_at <= s.as_of AND t.status = 'failed' AND t.created_at <= s.as_of)
+            FROM {spine} JOIN users u ON u.id = s.id AND u.created_at <= s.as_of"""},
+    "user_policy_time_of_purchase": {
+        "join": """SELECT s.pos, min(t.created_at) FROM {spine}
+            JOIN users u ON u.id = s.id AND u.created_at <= s.as_of
+            LEFT JOIN policies p ON p.user_id = u.id AND p.created_at <= s.as_of
+            LEFT JOIN payment_transactions t ON t.policy_id = p.id AND t.status = 'succeeded'
+                AND t.created_at <= s.as_of
+            GROUP BY s.pos""",
+        "subquery": """SELECT s.pos, (SELECT min(t.created_at) FROM policies p
+            JOIN payment_transactions t ON t.policy_id = p.id
+            WHERE p.user_id = s.id AND p.created_at <= s.as_of AND t.status = 'succeeded' AND t.created_at <= s.as_of)
+            FROM {spine} JOIN users u ON u.id = s.id AND u.created_at <= s.as_of"""},
+}
+
+
+def bench_warehouses(deployment: Deployment) -> dict[str, str]:
+    """The 100,000-user bench warehouses (the extraction benchmark's), made if missing."""
+    sqlite_url = deployment.make_sqlite_warehouse(BENCH_USERS, path=RESULTS.parent.parent / "var"
+                                                  / f"bench-{BENCH_USERS}.db")
+    return {"postgresql": make_pg_warehouse(BENCH_USERS), "sqlite": sqlite_url}
+
+
+def data_range(url: str) -> tuple[datetime, datetime]:
+    """From the first user's creation to the last payment: the instants a spine is drawn from."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        low, high = conn.execute(text("SELECT (SELECT min(created_at) FROM users), "
+                                      "(SELECT max(created_at) FROM payment_transactions)")).one()
+    engine.dispose()
+    parse = lambda v: v if isinstance(v, datetime) else datetime.fromisoformat(v)  # noqa: E731
+    return parse(low), parse(high)
+
+
+def random_instants(rng: random.Random, low: datetime, high: datetime, count: int) -> list[datetime]:
+    """`count` distinct instants, uniform over [low, high], to the microsecond."""
+    span = int((high - low) / timedelta(microseconds=1))
+    instants: set[datetime] = set()
+    while len(instants) < count:
+        instants.add(low + timedelta(microseconds=rng.randint(0, span)))
+    return rng.sample(sorted(instants), count)
+
+
+def normalized(value):
+    """A feature value (the API's JSON value or a driver's) comparable across both."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def floor_statement(url: str, dialect: str, feature_type: str, shape: str, spine_kind: str,
+                    items: list[tuple[int, int, datetime]]) -> tuple[float, dict]:
+    """One hand-written statement of `feature_type` over `items` (pos, id, instant), run with the
+    driver on an open connection: (seconds including the spine's load, {pos: value})."""
+    sql = FLOOR_SQL[feature_type][shape].format(spine=SPINE_SQL[(dialect, spine_kind)])
+    if dialect == "postgresql":
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            conn.execute("SELECT 1")
+            started = time.perf_counter()
+            if spine_kind == "arrays":
+                rows = conn.execute(sql, ([i[0] for i in items], [i[1] for i in items], [i[2] for i in items]))
+            else:
+                conn.execute("CREATE TEMP TABLE s (pos int, id bigint, as_of timestamp) ON COMMIT DROP")
+                with conn.cursor().copy("COPY s (pos, id, as_of) FROM STDIN") as copy:
+                    for item in items:
+                        copy.write_row(item)
+                conn.execute("ANALYZE s")
+                rows = conn.execute(sql)
+            values = dict(rows.fetchall())
+            return time.perf_counter() - started, values
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{url.removeprefix('sqlite:///')}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT 1")
+        started = time.perf_counter()
+        texts = [(pos, eid, moment.isoformat(sep=" ", timespec="microseconds")) for pos, eid, moment in items]
+        if spine_kind == "arrays":
+            values = dict(conn.execute(sql, (orjson.dumps(texts).decode(),)).fetchall())
+        else:
+            conn.execute("CREATE TEMP TABLE s (pos INTEGER PRIMARY KEY, id INTEGER, as_of TEXT)")
+            conn.executemany("INSERT INTO s VALUES (?, ?, ?)", texts)
+            values = dict(conn.execute(sql).fetchall())
+        return time.perf_counter() - started, values
+    finally:
+        conn.close()
+
+
+def bench_as_of(args, report) -> None:
+    """POST /training with 10,000 as-of items (5,000 per user feature, random users, distinct
+    random instants) over HTTP, against the best hand-written statement per feature."""
+    results = {}
+    per_feature = 5_000
+    with Deployment() as deployment:
+        deployment.start_redis()
+        urls = bench_warehouses(deployment)
+        for dialect in ("postgresql", "sqlite"):
+            url = urls[dialect]
+            low, high = data_range(url)
+            rng = random.Random(11)
+            instants = random_instants(rng, low, high, per_feature * len(USER_FEATURES))
+            items = [{"feature_type": feature_type, "entity_id": rng.randint(1, BENCH_USERS),
+                      "as_of": instants[i * per_feature + j].isoformat(timespec="microseconds")}
+                     for i, feature_type in enumerate(USER_FEATURES) for j in range(per_feature)]
+            body = orjson.dumps({"features": items})
+            spines = {ft: [(pos, item["entity_id"], datetime.fromisoformat(item["as_of"]))
+                           for pos, item in enumerate(items) if item["feature_type"] == ft] for ft in USER_FEATURES}
+            # The floor: every candidate, best of 5; the best candidate per feature.
+            floors, expected = {}, {}
+            for feature_type in USER_FEATURES:
+                candidates = {}
+                for shape in ("join", "subquery"):
+                    for spine_kind in ("arrays", "temp_table"):
+                        runs = [floor_statement(url, dialect, feature_type, shape, spine_kind, spines[feature_type])
+                                for _ in range(5)]
+                        candidates[f"{shape}/{spine_kind}"] = round(min(r[0] for r in runs) * 1000, 2)
+                        values = runs[0][1]
+                        if feature_type in expected:
+                            assert values == expected[feature_type], (feature_type, shape, spine_kind)
+                        expected[feature_type] = values
+                best = min(candidates, key=candidates.get)
+                floors[feature_type] = {"candidates_ms": candidates, "best": best, "best_ms": candidates[best]}
+            floor_ms = sum(f["best_ms"] for f in floors.values())
+            # The product's statements alone, in-process (Warehouse.compute_as_of), to apportion.
+            warehouse = Warehouse(url, request_timeout=30)
+            statements_ms = {}
+            for feature_type in USER_FEATURES:
+                feature = REGISTRY.get(feature_type)
+                timings = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    warehouse.compute_as_of(feature, spines[feature_type])
+                    timings.append(time.perf_counter() - started)
+                statements_ms[feature_type] = round(min(timings) * 1000, 2)
+            warehouse.dispose()
+            # End to end over HTTP.
+            deployment.warehouse_url = url
+            base = deployment.start_web()
+            session = requests.Session()
+            session.post(f"{base}{API}/training", data=body, headers={"Content-Type": "application/json"})  # warm-up
+            timings = []
+            for _ in range(7):
+                started = time.perf_counter()
+                response = session.post(f"{base}{API}/training", data=body,
+                                        headers={"Content-Type": "application/json"})
+                timings.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text[:300]
+            answer = response.json()
+            deployment.stop_web()
+            results_ = answer["results"]
+            assert len(results_) == len(items)
+            mismatches = 0
+            for pos, result in enumerate(results_):
+                want = expected[result["feature_type"]].get(pos, "missing")
+                if want == "missing":
+                    mismatches += result["success"]
+                else:
+                    mismatches += not result["success"] or normalized(result["feature_value"]) != normalized(want)
+            assert mismatches == 0, f"{mismatches} values differ from the floor's"
+            timings.sort()
+            median = timings[len(timings) // 2] * 1000
+            results[dialect] = {
+                "items": len(items), "distinct_instants": len({i["as_of"] for i in items}),
+                "existed": answer["total_successful"], "values_checked_against_floor": len(items),
+                "http_median_ms": round(median, 1), "http_best_ms": round(timings[0] * 1000, 1),
+                "items_per_s": round(len(items) / median * 1000), "floor": floors, "floor_ms": round(floor_ms, 2),
+                "product_statements_in_process_ms": statements_ms,
+                "vs_floor": round(median / floor_ms, 2), "best_vs_floor": round(timings[0] * 1000 / floor_ms, 2)}
+            print(dialect, json.dumps(results[dialect]), flush=True)
+    report["as_of"] = results
+
+
+# --- 9. training sets (POST /training-sets), against Feast -----------------------------------------
+FEAST_PYTHON = Path(__file__).with_name(".feast-venv") / "bin" / "python"
+EVENTS_SQL = """
+WITH events AS (
+    SELECT u.id AS user_id, u.created_at AS at, 0 AS failed, NULL::timestamp AS purchase FROM users u
+    UNION ALL
+    SELECT p.user_id, GREATEST(t.created_at, p.created_at, u.created_at), (t.status = 'failed')::int,
+           CASE WHEN t.status = 'succeeded' THEN t.created_at END
+    FROM payment_transactions t JOIN policies p ON p.id = t.policy_id JOIN users u ON u.id = p.user_id
+)
+SELECT user_id, at, sum(failed) OVER w, min(purchase) OVER w FROM events
+WINDOW w AS (PARTITION BY user_id ORDER BY at RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+ORDER BY user_id, at
+"""
+
+
+def write_events(pg_url: str, path: Path) -> int:
+    """Feast's input: the two user features as event series (a row per user at its creation and
+    per payment from when it counts: the later of the payment's, its policy's and its user's
+    creation), each row holding the values as of that event."""
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(EVENTS_SQL).fetchall()
+    columns = list(zip(*rows, strict=True))
+    table = pa.table({"user_id": pa.array(columns[0], pa.int64()),
+                      "event_timestamp": pa.array(columns[1], pa.timestamp("us", tz="UTC")),
+                      "user_failed_transaction_count": pa.array([int(v) for v in columns[2]], pa.int64()),
+                      "user_policy_time_of_purchase": pa.array(columns[3], pa.timestamp("us", tz="UTC"))})
+    pq.write_table(table, path)
+    return len(rows)
+
+
+def spine_csv(rows: int, low: datetime, high: datetime, seed: int) -> bytes:
+    """user_id,as_of,row: random users at distinct random instants (`row` passed through)."""
+    rng = random.Random(seed)
+    instants = random_instants(rng, low, high, rows)
+    lines = ["user_id,as_of,row"]
+    lines.extend(f"{rng.randint(1, BENCH_USERS)},{moment.isoformat(timespec='microseconds')},{i}"
+                 for i, moment in enumerate(instants))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def web_workers(master_pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
+
+
+def proc_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def post_training_set(base: str, spine: bytes, fmt: str) -> tuple[float, bytes, dict]:
+    started = time.perf_counter()
+    response = requests.post(f"{base}{API}/training-sets", params={"feature_set": "underwriting_v1", "format": fmt},
+                             data=spine, headers={"Content-Type": "text/csv"}, stream=True, timeout=600)
+    assert response.status_code == 200, response.content[:300]
+    body = b"".join(response.iter_content(1 << 20))
+    return time.perf_counter() - started, body, dict(response.headers)
+
+
+def table_rows(body: bytes, fmt: str) -> list[dict]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(io.BytesIO(body)).to_pylist()
+    return list(csv.DictReader(io.StringIO(body.decode())))
+
+
+def check_table(rows: list[dict], spine: bytes, fmt: str) -> None:
+    """Every spine row came back, in order, with its id, instant and passed-through column."""
+    lines = spine.decode().splitlines()[1:]
+    assert len(rows) == len(lines), (len(rows), len(lines))
+    for row, line in zip(rows, lines, strict=True):
+        user_id, as_of, number = line.split(",")
+        got_as_of = row["as_of"] if fmt == "csv" else row["as_of"].isoformat()
+        assert (str(row["entity_id"]), str(row["row"])) == (user_id, number), (row, line)
+        assert datetime.fromisoformat(got_as_of) == datetime.fromisoformat(as_of), (row, line)
+
+
+def table_value(row: dict, feature_type: str, fmt: str):
+    value = row[feature_type]
+    if fmt == "csv":
+        if value == "":
+            return None
+        return int(value) if feature_type == "user_failed_transaction_count" else datetime.fromisoformat(value)
+    return value
+
+
+def spot_check(base: str, rows: list[dict], fmt: str, count: int = 200, seed: int = 3) -> int:
+    """`count` random rows' values against POST /training with as_of items; returns how many."""
+    picked = random.Random(seed).sample(rows, min(count, len(rows)))
+    items = [{"feature_type": ft, "entity_id": str(row["entity_id"]),
+              "as_of": row["as_of"] if fmt == "csv" else row["as_of"].isoformat()}
+             for row in picked for ft in USER_FEATURES]
+    answer = requests.post(f"{base}{API}/training", json={"features": items}, timeout=60).json()["results"]
+    for i, row in enumerate(picked):
+        existed = row["entity_existed"] in (True, "true")
+        for j, feature_type in enumerate(USER_FEATURES):
+            result = answer[i * len(USER_FEATURES) + j]
+            assert result["success"] == existed, (row, result)
+            if existed:
+                assert normalized(result["feature_value"]) == table_value(row, feature_type, fmt), (row, result)
+    return len(picked)
+
+
+def feast_compare(workdir: Path, sizes: list[int]) -> dict:
+    if not FEAST_PYTHON.exists():
+        return {"skipped": f"no {FEAST_PYTHON.relative_to(Path(__file__).parent.parent)} (see bench/feast_bench.py)"}
+    out = subprocess.run([str(FEAST_PYTHON), str(Path(__file__).with_name("feast_bench.py")), str(workdir),
+                          *map(str, sizes)], capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        return {"failed": out.stderr[-2000:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_training_sets(args, report) -> None:
+    """POST /training-sets (CSV spine in, Parquet and CSV out, feature set underwriting_v1) over
+    HTTP: rows/s at 1,000 / 10,000 / 100,000 spine rows, the gunicorn worker's peak RSS at 100,000
+    and 1,000,000, and Feast's get_historical_features on the same spines in the same run."""
+    results: dict = {}
+    sizes = [1_000, 10_000, 100_000]
+    with Deployment() as deployment:
+        deployment.start_redis()
+        urls = bench_warehouses(deployment)
+        low, high = data_range(urls["postgresql"])
+        spines = {size: spine_csv(size, low, high, seed=size) for size in [*sizes, 1_000_000]}
+        for dialect in ("postgresql", "sqlite"):
+            deployment.warehouse_url = urls[dialect]
+            base = deployment.start_web()
+            post_training_set(base, spines[1_000], "parquet")  # warm-up (pyarrow's import)
+            post_training_set(base, spines[1_000], "csv")
+            figures = {}
+            for size in sizes:
+                for fmt in ("parquet", "csv"):
+                    runs = [post_training_set(base, spines[size], fmt) for _ in range(3 if size <= 10_000 else 2)]
+                    seconds, body, headers = min(runs, key=lambda r: r[0])
+                    rows = table_rows(body, fmt)
+                    check_table(rows, spines[size], fmt)
+                    checked = spot_check(base, rows, fmt)
+                    figures[f"{fmt}@{size}"] = {
+                        "seconds": round(seconds, 3), "rows_per_s": round(size / seconds),
+                        "rows_back": len(rows), "existed": sum(r["entity_existed"] in (True, "true") for r in rows),
+                        "spot_checked": checked, "response_bytes": len(body)}
+                    print(dialect, fmt, size, json.dumps(figures[f"{fmt}@{size}"]), flush=True)
+            deployment.stop_web()
+            results[dialect] = figures
+        # Peak RSS of the worker serving one training set, each size on a fresh web process.
+        deployment.warehouse_url = urls["postgresql"]
+        memory = {}
+        for size in (100_000, 1_000_000):
+            for fmt in ("parquet", "csv"):
+                base = deployment.start_web()
+                workers = web_workers(deployment.web.pid)
+                before = {pid: proc_kb(pid, "VmRSS") for pid in workers}
+                seconds, body, _ = post_training_set(base, spines[size], fmt)
+                peaks = {pid: proc_kb(pid, "VmHWM") for pid in workers}
+                serving = max(workers, key=lambda pid: peaks[pid] - before[pid])
+                rows_back = len(table_rows(body, fmt)) if size < 1_000_000 or fmt == "parquet" else \
+                    body.count(b"\n") - 1
+                assert rows_back == size, (rows_back, size)
+                memory[f"{fmt}@{size}"] = {"rss_before_mb": round(before[serving] / 1024, 1),
+                                           "peak_rss_mb": round(peaks[serving] / 1024, 1),
+                                           "growth_mb": round((peaks[serving] - before[serving]) / 1024, 1),
+                                           "seconds": round(seconds, 2), "rows_per_s": round(size / seconds),
+                                           "rows_back": rows_back}
+                print("memory", fmt, size, json.dumps(memory[f"{fmt}@{size}"]), flush=True)
+                deployment.stop_web()
+        results["memory_postgresql"] = memory
+        # Feast, in its own virtual environment, on the same spines.
+        workdir = Path(tempfile.mkdtemp(prefix="feast-bench-", dir=deployment.workdir))
+        results["feast_events"] = write_events(urls["postgresql"], workdir / "events.parquet")
+        for size in sizes:
+            (workdir / f"spine-{size}.csv").write_bytes(spines[size])
+        started = time.perf_counter()
+        feast = feast_compare(workdir, sizes)
+        results["feast_wall_s"] = round(time.perf_counter() - started, 1)
+        if "feast_version" in feast:
+            ours = results["postgresql"]
+            for size in sizes:
+                theirs = feast[str(size)]
+                fastest = max(theirs["rows_per_s_retrieve"], theirs["rows_per_s_total"])
+                theirs["vs_feast"] = {fmt: round(ours[f"{fmt}@{size}"]["rows_per_s"] / fastest, 2)
+                                      for fmt in ("parquet", "csv")}
+                theirs["values_agree"] = feast_agreement(urls["postgresql"], spines[size], theirs["sample"])
+                del theirs["sample"]
+        results["feast"] = feast
+    report["training_sets"] = results
+
+
+def feast_agreement(url: str, spine: bytes, sample: list[dict]) -> str:
+    """How many of Feast's sampled rows carry the feature store's values (as of their instants)."""
+    lines = spine.decode().splitlines()[1:]
+    rows = [(s["row"], int(lines[s["row"]].split(",")[0]), datetime.fromisoformat(lines[s["row"]].split(",")[1]))
+            for s in sample]
+    warehouse = Warehouse(url, request_timeout=30)
+    try:
+        ours = {ft: warehouse.compute_as_of(REGISTRY.get(ft), rows) for ft in USER_FEATURES}
+    finally:
+        warehouse.dispose()
+    agree = 0
+    for s in sample:
+        same = True
+        for feature_type in USER_FEATURES:
+            value = ours[feature_type].get(s["row"])
+            value = None if value is None else orjson.loads(value)
+            theirs = s[feature_type]
+            if feature_type == "user_policy_time_of_purchase":
+                value = None if value is None else datetime.fromisoformat(value)
+                theirs = None if theirs is None else datetime.fromisoformat(theirs).replace(tzinfo=None)
+            same &= value == theirs
+        agree += same
+    return f"{agree}/{len(sample)}"
+
+
+# --- 10. feature-set inference ---------------------------------------------------------------------
+def bench_feature_set(args, report) -> None:
+    """POST /inference for a feature set (one entity, every user feature) against single-feature
+    inference, both with wrk, the same deployment, rounds interleaved."""
+    results: dict = {}
+    with Deployment() as deployment:
+        deployment.start_redis()
+        deployment.make_sqlite_warehouse(BENCH_USERS, path=RESULTS.parent.parent / "var" / f"bench-{BENCH_USERS}.db")
+        base = deployment.start_web()
+        deployment.start_worker()
+        assert extract(base)["status"] == "finished"
+        deployment.stop_web()
+        single = [json.dumps({"feature_type": ft, "entity_id": eid})
+                  for ft, eid in sample_keys(deployment.warehouse_url, 1000)]
+        users = random.Random(2).sample(range(1, BENCH_USERS + 1), 1000)
+        sets = [json.dumps({"feature_set": "underwriting_v1", "entity_id": uid}) for uid in users]
+        base = deployment.start_web()
+        check = requests.post(f"{base}{API}/inference", data=sets[0], headers={"Content-Type": "application/json"})
+        assert check.status_code == 200, check.text
+        results["example"] = check.json()
+        wrk(base, API + "/inference", single, 16, 3)  # warm-up
+        wrk(base, API + "/inference", sets, 16, 3)
+        runs: dict[str, list] = {}
+        for _ in range(2):
+            for connections in (16, 64):
+                for name, bodies in (("single", single), ("feature_set", sets)):
+                    runs.setdefault(f"{name}@{connections}", []).append(
+                        wrk(base, API + "/inference", bodies, connections, args.seconds))
+        deployment.stop_web()
+        for key, measured in runs.items():
+            results[key] = {"rps": round(sum(r["rps"] for r in measured) / len(measured)),
+                            "rounds_rps": [r["rps"] for r in measured],
+                            "p50_ms": [r["p50_ms"] for r in measured], "p99_ms": [r["p99_ms"] for r in measured],
+                            "non_2xx": sum(r["non_2xx"] for r in measured)}
+        for connections in (16, 64):
+            results[f"ratio@{connections}"] = round(results[f"feature_set@{connections}"]["rps"]
+                                                    / results[f"single@{connections}"]["rps"], 2)
+    report["feature_set"] = results
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="1M-user extraction, longer load runs")
-    parser.add_argument("--only", default="inference,training,extraction,scaleout,memory,cold,cursor_plan")
+    parser.add_argument("--only", default="inference,training,extraction,scaleout,memory,cold,cursor_plan,as_of,"
+                                           "training_sets,feature_set")
     parser.add_argument("--seconds", type=int, default=None, help="duration of each wrk run")
     args = parser.parse_args()
     args.seconds = args.seconds or (20 if args.full else 8)
@@ -568,7 +1030,8 @@ def main() -> None:
                           "python": platform.python_version(), "full": args.full, "wrk_seconds": args.seconds}}
     benches = {"inference": bench_inference, "training": bench_training, "extraction": bench_extraction,
                "scaleout": bench_scaleout, "memory": bench_memory, "cold": bench_cold,
-               "cursor_plan": bench_cursor_plan}
+               "cursor_plan": bench_cursor_plan, "as_of": bench_as_of, "training_sets": bench_training_sets,
+               "feature_set": bench_feature_set}
     for name in args.only.split(","):
         started = time.perf_counter()
         benches[name](args, report)
