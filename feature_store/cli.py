@@ -344,8 +344,10 @@ def demo_warehouse(users: int, url: str | None, seed: int, replace: bool, if_mis
 @click.option("--sample", default=100, show_default=True, type=click.IntRange(1, 10_000),
               help="stored values to check per feature")
 @click.option("--feature-type", "feature_types", multiple=True, help="check only these (repeatable)")
+@click.option("--window", default=60, show_default=True, type=click.IntRange(0, 86_400),
+              help="seconds after computed_at within which a change cannot be told from the value's own read")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def parity(sample: int, feature_types: tuple[str, ...], as_json: bool) -> None:
+def parity(sample: int, feature_types: tuple[str, ...], window: int, as_json: bool) -> None:
     """Recompute sampled stored values as of their computed_at; report agreement per feature."""
     services = current_app.extensions["feature_store"]
     unknown = set(feature_types) - set(services.registry.feature_types())
@@ -354,7 +356,7 @@ def parity(sample: int, feature_types: tuple[str, ...], as_json: bool) -> None:
         sys.exit(2)
     try:
         report = parity_check.check(services.registry, services.store, services.warehouse, sample=sample,
-                                    feature_types=list(feature_types) or None)
+                                    feature_types=list(feature_types) or None, window=window)
     except FeatureStoreError as exc:
         click.echo(f"parity check failed: {exc}", err=True)
         sys.exit(2)

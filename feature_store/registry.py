@@ -72,6 +72,17 @@ class Entity:
         return number if INT64_MIN <= number <= INT64_MAX else None
 
 
+def _compact(encoded: bytes) -> bytes:
+    """`encoded` in an allocation of its own size: orjson (3.13) returns bytes that hold 4 KB
+    whatever their length, so values kept by the thousand (an as-of chunk, a training set's
+    columns) would cost 4 KB each (measured: 50,000 values, 135 MB; copied, 2 MB)."""
+    return memoryview(encoded).tobytes()
+
+
+def _compact_dumps(value: Any) -> bytes:
+    return memoryview(orjson.dumps(value)).tobytes()
+
+
 def single_input(raw: Any) -> Any:
     """A feature's default value function: the query's one input is the value."""
     return raw
@@ -115,7 +126,7 @@ class Feature:
         value = self.value(*inputs)
         if value is not None:
             value = _TO_JSONABLE[self.data_type](value)
-        return orjson.dumps(value)
+        return _compact(orjson.dumps(value))
 
     def rows_encoder(self) -> Callable[[list[tuple]], list[tuple[int, bytes]]]:
         """A function from query rows `(entity id, *inputs)` to `[(entity id, encode(inputs))]`.
@@ -127,7 +138,7 @@ class Feature:
         encode = self.encode
         if self.value is not single_input:
             return lambda rows: [(row[0], encode(row[1:])) for row in rows]
-        dumps = orjson.dumps
+        dumps = _compact_dumps
         if self.data_type is DataType.INTEGER:
             return lambda rows: [(entity_id, b"%d" % raw if type(raw) is int and INT64_MIN <= raw <= _U64_MAX
                                   else encode((raw,))) for entity_id, raw in rows]

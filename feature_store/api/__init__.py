@@ -11,7 +11,14 @@ from flask import Blueprint, current_app, g, request, url_for
 from marshmallow import ValidationError
 from werkzeug.exceptions import ClientDisconnected
 
-from feature_store.api.bodies import body_deadline, lookup_answer, parse_json, serve_feature_set, simple_item
+from feature_store.api.bodies import (
+    body_deadline,
+    lookup_answer,
+    parse_json,
+    serve_feature_set,
+    simple_as_of_item,
+    simple_item,
+)
 from feature_store.api.errors import ApiError, json_response
 from feature_store.api.schemas import (
     ExtractRequestSchema,
@@ -111,7 +118,7 @@ def _simple_items(body) -> list[tuple[str, str]] | None:
     if type(body) is dict and type(body.get("features")) is list:
         items = []
         for raw in body["features"]:
-            item = simple_item(raw)
+            item = simple_item(raw) or simple_as_of_item(raw)
             if item is None:
                 return None
             items.append(item)
@@ -147,8 +154,11 @@ def parity():
         if name not in known:
             raise ApiError(400, f"unknown feature_type {name!r}; known feature types: {', '.join(known)}",
                            known_feature_types=known)
+    window = request.args.get("window", "60")
+    if not re.fullmatch(r"[0-9]{1,6}", window):
+        raise ApiError(400, "window must be a whole number of seconds")
     return json_response(parity_check.check(services.registry, services.store, services.warehouse,
-                                            sample=int(raw), feature_types=feature_types))
+                                            sample=int(raw), feature_types=feature_types, window=int(window)))
 
 
 @bp.get("/feature-sets")

@@ -18,6 +18,7 @@ from feature_store.errors import (
 )
 from feature_store.online_store import format_computed_at
 from feature_store.services.serving import UNKNOWN_FEATURE, Lookup
+from feature_store.services.training_sets import parse_instant
 
 STATUS_OF_ERROR: dict[type[FeatureStoreError], int] = {
     StoreUnavailable: 503, WarehouseUnavailable: 503, WarehouseDataError: 502, BadRequest: 400, TooLarge: 413,
@@ -45,6 +46,22 @@ def simple_item(body) -> tuple[str, str] | None:
                 return feature_type, entity_id
             if type(entity_id) is int:
                 return feature_type, str(entity_id)
+    return None
+
+
+def simple_as_of_item(body) -> tuple[str, str, object] | None:
+    """(feature_type, entity_id, as_of) when `body` is a well-formed item with an instant (the
+    schema's InstantField rules, through the same parse_instant), else None."""
+    if type(body) is dict and type(body.get("as_of")) is str and type(body.get("feature_type")) is str:
+        entity_id = body.get("entity_id")
+        if type(entity_id) is int:
+            entity_id = str(entity_id)
+        elif type(entity_id) is not str:
+            return None
+        try:
+            return body["feature_type"], entity_id, parse_instant(body["as_of"])
+        except (ValueError, OverflowError):
+            return None
     return None
 
 

@@ -49,11 +49,13 @@ def write_ndjson(spine, features, first, rest) -> Iterator[bytes]:
 
 
 def _text(value) -> str:
+    """A value as CSV text: strings as they are, everything else as its JSON (as Parquet holds a
+    mixed column)."""
     if value is None:
         return ""
-    if value is True or value is False:
-        return "true" if value else "false"
-    return str(value)
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
 
 
 def write_csv(spine, features, first, rest) -> Iterator[bytes]:

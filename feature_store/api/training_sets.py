@@ -67,6 +67,8 @@ def _spine_from_csv(body: io.BufferedReader, spine_args) -> Spine:
         if header is None:
             raise BadRequest("the spine is empty (expected a CSV header: entity_id,as_of[,other columns])")
         header = [name.strip() for name in header]
+        if header and header[0].startswith("\ufeff"):  # a byte-order mark (Excel's CSV)
+            header[0] = header[0][1:].strip()
         spine = _start(header, spine_args, "the CSV header")
         id_at, as_of_at = header.index(spine.id_column), header.index("as_of")
         extra_at = [header.index(name) for name in spine.extra_columns]
@@ -109,8 +111,15 @@ def _objects_spine(rows: Iterator[tuple[str, object]], spine_args) -> Spine:
     return spine
 
 
+_MAX_LINE = 1 << 20
+
+
 def _ndjson_rows(body: io.BufferedReader) -> Iterator[tuple[str, object]]:
-    for line, raw in enumerate(body, start=1):
+    line = 0
+    while raw := body.readline(_MAX_LINE + 1):
+        line += 1
+        if len(raw) > _MAX_LINE:
+            raise BadRequest(f"spine line {line}: longer than {_MAX_LINE} bytes")
         if not raw.strip():
             continue
         try:

@@ -102,6 +102,8 @@ class Spine:
         if self.rows >= self.max_rows:
             raise SpineTooLarge(f"the spine has more than {self.max_rows} rows")
         for name, value in zip(self.extra_columns, extra, strict=True):
+            if type(value) is int and not -(2**63) <= value < 2**63:
+                raise SpineError(f"{where}.{name}: integers must fit in 64 bits (send it as a string)")
             self.extra_types[name].add(type(value))
         self._chunk.append((entity_id, Entity.parse_id(entity_id), moment.isoformat(), tuple(extra)))
         self.rows += 1

@@ -18,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from feature_store.errors import WarehouseDataError, WarehouseUnavailable
 from feature_store.registry import Feature
+from feature_store.warehouse.models import SQLITE_INSTANT_FUNCTION, sqlite_instant_text
 from feature_store.warehouse.statements import Current, as_of_statement
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,19 @@ def _engine(url: str, *, statement_timeout_ms: int | None) -> Engine:
 
         # Read-only and never created: a mistyped path must fail, not serve an empty warehouse.
         def connect() -> sqlite3.Connection:
-            return sqlite3.connect(
+            conn = sqlite3.connect(
                 f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=5
             )
+            # The timestamp forms SQL cannot normalize are read by the same rules as values are.
+            conn.create_function(SQLITE_INSTANT_FUNCTION, 1, sqlite_instant_text, deterministic=True)
+            return conn
 
         # One short-lived connection per use: each query sees the live file.
         return create_engine("sqlite://", creator=connect, poolclass=NullPool)
     if parsed.get_backend_name() == "postgresql":
-        options = "-c default_transaction_read_only=on"
+        # UTC sessions: instants are bound without a zone, and a timestamptz column must compare
+        # with them in UTC whatever the server's time zone.
+        options = "-c default_transaction_read_only=on -c timezone=UTC"
         if statement_timeout_ms:
             options += f" -c statement_timeout={statement_timeout_ms}"
         # libpq's minimum connect_timeout is 2 s; the request path's deadline is enforced by

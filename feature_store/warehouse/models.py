@@ -62,12 +62,56 @@ class Timestamp(TypeDecorator):
         return value
 
 
+SQLITE_INSTANT_FUNCTION = "feature_store_instant"
+
+
+def sqlite_instant_text(text):
+    """A SQLite timestamp's text as `YYYY-MM-DD HH:MM:SS.ffffff` in UTC (parse_timestamp's rules),
+    or None when it is not a timestamp. Registered on SQLite connections for the forms SQL cannot
+    normalize itself (offsets, unpadded fields, a date alone...)."""
+    if text is None:
+        return None
+    try:
+        return parse_timestamp(str(text)).isoformat(sep=" ", timespec="microseconds")
+    except ValueError:
+        return None
+
+
+class comparable(FunctionElement):
+    """A timestamp column in a form that compares as time does: the column itself where
+    timestamps are typed; on SQLite (text in several forms) the normalized text
+    `YYYY-MM-DD HH:MM:SS.ffffff` in UTC: in SQL for the common forms (`YYYY-MM-DD HH:MM:SS` or
+    with a `T`, any fraction, a trailing `Z`), else through parse_timestamp (a registered
+    function), so every form the reader accepts compares correctly."""
+
+    type = String()
+    inherit_cache = True
+    name = "comparable"
+
+
+@compiles(comparable)
+def _comparable_default(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(comparable, "sqlite")
+def _comparable_sqlite(element, compiler, **kw):
+    col = compiler.process(element.clauses, **kw)
+    fraction = f"rtrim(substr({col}, 21), 'Z')"
+    common = (f"({col} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]:[0-9][0-9]*' "
+              f"AND (rtrim(substr({col}, 20), 'Z') = '' OR (substr({col}, 20, 1) = '.' AND {fraction} <> '' "
+              f"AND {fraction} NOT GLOB '*[^0-9]*')))")
+    normalized = (f"substr({col}, 1, 10) || ' ' || substr({col}, 12, 8) || '.' || "
+                  f"substr({fraction} || '000000', 1, 6)")
+    return f"(CASE WHEN {common} THEN {normalized} ELSE {SQLITE_INSTANT_FUNCTION}({col}) END)"
+
+
 class earliest(FunctionElement):
     """MIN() of a timestamp column, right on every dialect.
 
     On SQLite the column is text and MIN compares characters, which is only right while every
-    row has one format; there the comparison runs over a normalized form (UTC, `YYYY-MM-DD
-    HH:MM:SS` plus the row's own fraction digits). Rows SQLite cannot read as a time are ignored.
+    row has one format; there it is the MIN of comparable() (UTC, fixed width), so offsets and
+    every form the reader accepts count right. Rows that are no timestamp are ignored.
     """
 
     type = Timestamp()
@@ -82,9 +126,8 @@ def _earliest_default(element, compiler, **kw):
 
 @compiles(earliest, "sqlite")
 def _earliest_sqlite(element, compiler, **kw):
-    column = compiler.process(element.clauses, **kw)
-    return (f"MIN(strftime('%Y-%m-%d %H:%M:%S', {column}) || CASE WHEN instr({column}, '.') > 0 "
-            f"THEN rtrim(substr({column}, instr({column}, '.')), 'Z') ELSE '' END)")
+    # The minimum of the normalized (UTC, fixed-width) text: right whatever the rows' forms.
+    return f"MIN({compiler.process(comparable(*element.clauses), **kw)})"
 
 
 class Base(DeclarativeBase):

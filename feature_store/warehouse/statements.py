@@ -22,12 +22,10 @@ from datetime import datetime
 import orjson
 from sqlalchemy import BigInteger, Integer, and_, bindparam, case, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import replacement_traverse
 from sqlalchemy.types import DateTime, String
 
-from feature_store.warehouse.models import Timestamp
+from feature_store.warehouse.models import Timestamp, comparable
 
 EXISTS_FROM = "exists_from"  # the column from which a table's row exists (models.EXISTS_FROM)
 EVENT = "event"  # a column whose value is itself an event: unknown before its time
@@ -91,28 +89,6 @@ def _event_column(model, kind: str):
         if col.info.get("event_time") == kind:
             return col
     raise ValueError(f"table {model.__tablename__} declares no {kind} column (see warehouse/models.py)")
-
-
-class comparable(FunctionElement):
-    """A timestamp column in a form that compares correctly with an as-of instant: the column
-    itself where timestamps are typed; on SQLite (text in several forms) the normalized text
-    `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, which compares as time does."""
-
-    type = String()
-    inherit_cache = True
-    name = "comparable"
-
-
-@compiles(comparable)
-def _comparable_default(element, compiler, **kw):
-    return compiler.process(element.clauses, **kw)
-
-
-@compiles(comparable, "sqlite")
-def _comparable_sqlite(element, compiler, **kw):
-    col = compiler.process(element.clauses, **kw)
-    fraction = f"CASE WHEN instr({col}, '.') > 0 THEN rtrim(substr({col}, instr({col}, '.') + 1), 'Z') ELSE '' END"
-    return f"(strftime('%Y-%m-%d %H:%M:%S', {col}) || '.' || substr({fraction} || '000000', 1, 6))"
 
 
 def sqlite_instant(moment: datetime) -> str:

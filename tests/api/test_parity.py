@@ -16,6 +16,22 @@ def test_a_store_fresh_from_extraction_agrees_everywhere(client):
         result = report["features"][feature_type]
         assert result == {"checked": len(expected), "agree": len(expected), "disagree": 0, "agreement": 1.0,
                           "disagreements": []}
+    assert report["window_seconds"] == 60
+
+
+def test_a_value_read_just_after_its_computed_at_second_is_not_a_disagreement(client, scenario_sqlite):
+    # computed_at has whole seconds: an entity created within its second (after it), computed on
+    # demand, is in the stored value but not as of the computed_at itself.
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(seconds=0.5)).replace(tzinfo=None).isoformat(sep=" ")
+    scenario.execute(scenario_sqlite, f"INSERT INTO users VALUES (99, 'new@example.com', '{soon}')")
+    assert client.post(f"{BASE}/inference", json={"feature_type": "user_failed_transaction_count",
+                                                  "entity_id": 99}).get_json()["success"]
+    strict = client.get(f"{BASE}/parity?sample=1000&window=0").get_json()["features"]
+    assert [d["entity_id"] for d in strict["user_failed_transaction_count"]["disagreements"]] == ["99"]
+    assert client.get(f"{BASE}/parity?sample=1000").get_json()["features"]["user_failed_transaction_count"][
+        "disagree"] == 0
 
 
 def test_a_status_changed_in_place_is_found(client, scenario_sqlite):

@@ -203,3 +203,36 @@ def test_a_fifth_feature_gets_its_as_of_values_from_its_declaration_alone(histor
         else:
             expected = sum(1 for q in history.QUOTES if q[1] == user_id and history.ts(q[3]) <= moment)
             assert orjson.loads(values[pos]) == expected
+
+
+def test_sqlite_timestamps_in_every_form_the_reader_accepts_exist_from_their_utc_instant(tmp_path):
+    # Text forms other writers leave in SQLite: offsets (with and without colon), unpadded fields,
+    # a comma fraction, a date alone. Each exists from its UTC instant on, and earliest() reads
+    # an offset once (it was applied twice).
+    url = f"sqlite:///{tmp_path / 'forms.db'}"
+    forms = {1: ("2024-03-01 12:00:00.5+02:00", datetime(2024, 3, 1, 10, 0, 0, 500000)),
+             2: ("2024-03-01T12:00:00+0530", datetime(2024, 3, 1, 6, 30)),
+             3: ("2024-3-1 9:05", datetime(2024, 3, 1, 9, 5)),
+             4: ("2024-03-01 08:00:00,25", datetime(2024, 3, 1, 8, 0, 0, 250000)),
+             5: ("2024-03-02", datetime(2024, 3, 2)),
+             6: ("2024-03-01T07:00:00.123456789Z", datetime(2024, 3, 1, 7, 0, 0, 123456))}
+    scenario.load_rows(url, {
+        "users": [(uid, f"u{uid}@example.com", text) for uid, (text, _) in forms.items()],
+        "quotes": [(10 * uid, uid, 1, "2024-01-01 00:00:00", None) for uid in forms],
+        "policies": [(10 * uid, uid, 10 * uid, "active", "2024-01-01 00:00:00") for uid in forms],
+        "payment_transactions": [(10 * uid, 10 * uid, 1, "Credit", "succeeded", text)
+                                 for uid, (text, _) in forms.items()],
+    })
+    warehouse = Warehouse(url)
+    try:
+        count = REGISTRY.get("user_failed_transaction_count")
+        purchase = REGISTRY.get("user_policy_time_of_purchase")
+        for uid, (_, utc) in forms.items():
+            tiny = timedelta(microseconds=1)
+            got = warehouse.compute_as_of(count, [(0, uid, utc - tiny), (1, uid, utc), (2, uid, LATE)])
+            assert set(got) == {1, 2}, (uid, got)
+            latest = warehouse.compute(purchase, [uid])[uid]
+            assert orjson.loads(latest) == utc.isoformat(), uid
+            assert orjson.loads(warehouse.compute_as_of(purchase, [(0, uid, LATE)])[0]) == utc.isoformat()
+    finally:
+        warehouse.dispose()

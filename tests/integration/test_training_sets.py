@@ -129,6 +129,8 @@ def test_ndjson_in_keeps_the_labels_types(history_client):
     ({"data": b"entity_id,as_of\n\xff,2024-01-01\n", "content_type": "text/csv"}, 400, "the spine is not UTF-8"),
     ({"data": '{"entity_id": 1, "as_of": "2024-01-01"}\n{oops\n', "content_type": "application/x-ndjson"}, 400,
      "spine line 2: not valid JSON"),
+    ({"json": {"feature_set": "underwriting_v1", "spine": [{"entity_id": 1, "as_of": "2024-01-01", "y": 2**64}]}},
+     400, "spine[0].y: integers must fit in 64 bits"),
 ])
 def test_malformed_training_set_requests_are_400s_naming_what_is_wrong(history_client, kwargs, status, error):
     client = history_client()
@@ -154,3 +156,17 @@ def test_an_unknown_format_is_a_400(history_client):
     response = history_client().post(f"{BASE}?format=xml", json={"feature_set": "underwriting_v1", "spine": []})
     assert response.status_code == 400 and "format must be one of json, ndjson, csv, parquet" in \
         response.get_json()["error"]
+
+
+def test_an_excel_csv_with_a_byte_order_mark_and_json_labels_in_csv_out(history_client):
+    client = history_client()
+    text = "\ufeffentity_id,as_of\n10,2024-02-01\n".encode()
+    response = client.post(f"{BASE}?feature_set=underwriting_v1&format=json", data=text, content_type="text/csv")
+    assert response.status_code == 200 and response.get_json()["rows"][0]["user_failed_transaction_count"] == 2
+    lines = b'{"entity_id": 10, "as_of": "2024-02-01", "y": {"a": 1}, "z": 1e16}\n'
+    out = client.post(f"{BASE}?feature_set=underwriting_v1&format=csv", data=lines,
+                      content_type="application/x-ndjson").get_data(as_text=True)
+    assert list(csv.DictReader(io.StringIO(out)))[0] | {} == {
+        "entity_id": "10", "as_of": "2024-02-01T00:00:00", "y": '{"a":1}', "z": "1e+16", "entity_existed": "true",
+        "user_policy_time_of_purchase": "2024-01-08T00:00:00", "user_failed_transaction_count": "2"}
+
