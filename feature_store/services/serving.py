@@ -97,9 +97,9 @@ class FeatureServer:
                 results[i] = (Lookup(feature_type, entity_id, error=NOT_FOUND) if value is None
                               else Lookup(feature_type, entity_id, value, computed_at))
 
-        for feature_type, items in as_of.items():
-            computed_at = now_seconds()
-            values = self.warehouse.compute_as_of(self.registry.get(feature_type), items)
+        computed_at = now_seconds()
+        computed = self.warehouse.compute_as_of_all([(self.registry.get(ft), items) for ft, items in as_of.items()])
+        for (feature_type, items), values in zip(as_of.items(), computed, strict=True):
             metrics.count_values("as_of", len(values))
             for i, _, instant in items:
                 value = values.get(i)
