@@ -32,13 +32,18 @@ VALUES = Counter("feature_store_values_served", "Feature values looked up, by wh
 _RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
 
+# METRICS=0 turns the per-request metrics off (the benchmark measures what they cost).
+ENABLED = os.environ.get("METRICS", "1") != "0"
+
+
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(endpoint, method, str(status)).inc()
-    LATENCY.labels(endpoint).observe(seconds)
+    if ENABLED:
+        REQUESTS.labels(endpoint, method, str(status)).inc()
+        LATENCY.labels(endpoint).observe(seconds)
 
 
 def count_values(source: str, n: int) -> None:
-    if n:
+    if n and ENABLED:
         VALUES.labels(source).inc(n)
 
 
