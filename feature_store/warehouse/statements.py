@@ -50,6 +50,12 @@ class Current:
         """The condition of a join to `model`."""
         return condition
 
+    def event(self, column):
+        """An event column (`quotes.bound_at`) where the query uses it outside its selected inputs
+        (a join or a filter): as of an instant, NULL before its time. (Selected inputs get this
+        by themselves.)"""
+        return column
+
 
 class AsOf(Current):
     """The warehouse at each spine row's instant; result rows are keyed by spine position."""
@@ -69,6 +75,9 @@ class AsOf(Current):
 
     def on(self, model, condition):
         return and_(condition, self._existed(model))
+
+    def event(self, column):
+        return self._events_known(column)
 
     def _existed(self, model):
         return comparable(_event_column(model, EXISTS_FROM)) <= self.as_of

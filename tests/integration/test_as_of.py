@@ -177,6 +177,13 @@ def test_every_table_a_feature_reads_is_read_as_it_existed_at_the_instant():
         assert tables, feature.feature_type
         for table in tables:
             assert f"{table}.created_at <= spine.as_of" in sql, (feature.feature_type, table)
+        # An event column is read only behind its instant (selected, or through q.event).
+        for table in find_tables(statement, include_joins=True):
+            for column in getattr(table, "columns", []) if isinstance(table, Table) else []:
+                if column.info.get("event_time") == "event":
+                    name = f"{table.name}.{column.name}"
+                    guarded = f"CASE WHEN ({name} <= spine.as_of) THEN {name} END"
+                    assert sql.count(name) == 2 * sql.count(guarded), (feature.feature_type, name)
 
 
 def test_a_fifth_feature_gets_its_as_of_values_from_its_declaration_alone(history_url):
