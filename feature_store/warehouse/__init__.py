@@ -170,8 +170,13 @@ class Warehouse:
         try:
             with (self.batch_engine if batch else self.request_engine).connect() as conn:
                 statement, params = as_of_statement(feature, conn.dialect.name, items)
-                return {pos: feature.encode(inputs) for pos, *inputs in conn.execute(statement, params)}
-        except SQLAlchemyError as exc:
+                # Read from the driver's cursor, encoded a chunk at a time (as batch extraction is).
+                raw = _raw_rows(conn, statement, 1 << 30, values=params, named=False)
+                if raw is None:
+                    return {pos: feature.encode(inputs) for pos, *inputs in conn.execute(statement, params)}
+                encode = feature.rows_encoder()
+                return dict(pair for rows in raw for pair in encode(rows))
+        except (SQLAlchemyError, _DriverError) as exc:
             raise _unavailable(exc) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
@@ -279,30 +284,37 @@ class _DriverError(Exception):
     """A DBAPI driver's own error, raised by a query read straight from its cursor."""
 
 
-def _raw_rows(conn: Connection, statement, chunk_size: int) -> Iterator[list[tuple]] | None:
+def _raw_rows(conn: Connection, statement, chunk_size: int, *, values: dict | None = None,
+              named: bool = True) -> Iterator[list[tuple]] | None:
     """The rows of `statement` in chunks, read from the DBAPI cursor and converted by the columns'
     SQLAlchemy types (the result processors SQLAlchemy itself would apply, for the cursor's column
     type codes). None when a parameter needs SQLAlchemy's own conversion on the way in: then the
-    caller runs the statement through SQLAlchemy."""
+    caller runs the statement through SQLAlchemy. `values` are bound as the driver takes them (an
+    as-of spine: psycopg adapts lists to arrays itself). `named`: on PostgreSQL, a server-side
+    cursor (a batch read) rather than a plain one (a request's statement, read at once)."""
     dialect = conn.dialect
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    if any(bind.type.dialect_impl(dialect).bind_processor(dialect) is not None for bind in compiled.binds.values()):
+    values = values or {}
+    if any(bind.type.dialect_impl(dialect).bind_processor(dialect) is not None
+           for name, bind in compiled.binds.items() if name not in values):
         return None
-    params = compiled.construct_params()
+    params = compiled.construct_params(values)
     if compiled.positional:
         params = tuple(params[name] for name in compiled.positiontup)
     return _read_cursor(conn, compiled.string, params, [column.type for column in statement.selected_columns],
-                        chunk_size)
+                        chunk_size, named=named)
 
 
-def _read_cursor(conn: Connection, sql: str, params, types: list, chunk_size: int) -> Iterator[list[tuple]]:
+def _read_cursor(conn: Connection, sql: str, params, types: list, chunk_size: int, *,
+                 named: bool = True) -> Iterator[list[tuple]]:
     dialect = conn.dialect
     driver_error = dialect.loaded_dbapi.Error
     driver = conn.connection.driver_connection
-    cursor = driver.cursor(name="feature_store_batch") if dialect.name == "postgresql" else driver.cursor()
+    cursor = (driver.cursor(name="feature_store_batch") if dialect.name == "postgresql" and named
+              else driver.cursor())
     try:
         try:
-            if dialect.name == "postgresql":
+            if dialect.name == "postgresql" and named:
                 # In the cursor's transaction, before the cursor is declared (and so planned).
                 driver.execute(_PLAN_FOR_EVERY_ROW % _BATCH_CURSOR_TUPLE_FRACTION).close()
             cursor.execute(sql, params)

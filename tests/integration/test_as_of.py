@@ -42,12 +42,21 @@ def written(moment: datetime, form: int) -> str:
     return moment.isoformat(sep=" ")
 
 
-def test_every_value_at_every_instant_matches_the_rows(history_url, make_app):
+def test_every_value_at_every_instant_matches_the_rows(history_url, make_app, monkeypatch):
+    import feature_store.warehouse as warehouse_module
+
     app = make_app(REDIS_URL=None, WAREHOUSE_URL=history_url, EXTRACT_ON_START=False)
     client = app.test_client()
     statements: list[str] = []
     engine = app.extensions["feature_store"].warehouse.request_engine
     event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, *args: statements.append(sql))
+    read_cursor = warehouse_module._read_cursor  # statements read straight from the driver's cursor
+
+    def counted(conn, sql, *args, **kwargs):
+        statements.append(sql)
+        return read_cursor(conn, sql, *args, **kwargs)
+
+    monkeypatch.setattr(warehouse_module, "_read_cursor", counted)
 
     entities = history.entities()
     items, expected = [], []
