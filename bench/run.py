@@ -1,7 +1,7 @@
 """The benchmark suite (BENCHMARKS.md). Every figure is measured beside its floor in the same run.
 
     python -m bench.run [--full] [--only inference,training,extraction,scaleout,memory,cold,cursor_plan,
-                                as_of,training_sets,feature_set]
+                                as_of,training_sets,feature_set,metrics_cost]
 
 Quick (default, a few minutes): 20,000-user warehouse for serving, 100,000 users for extraction.
 --full: 1,000,000 users for extraction (about 6 million values), longer wrk runs.
@@ -14,10 +14,12 @@ import argparse
 import csv
 import io
 import json
+import os
 import platform
 import random
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -70,6 +72,7 @@ def wrk(url: str, path: str, bodies: list[str], connections: int, seconds: int) 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "p50_ms": round(latency("50"), 2), "p99_ms": round(latency("99"), 2),
             "non_2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else None}
@@ -1017,11 +1020,116 @@ def bench_feature_set(args, report) -> None:
     report["feature_set"] = results
 
 
+# --- 11. what metrics cost -----------------------------------------------------------------------
+def inference_requests_counted(base: str) -> float:
+    """feature_store_http_requests_total for the inference endpoint (every method and status),
+    from GET /metrics."""
+    text = requests.get(f"{base}/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("feature_store_http_requests_total{") and "inference" in line.split("}")[0])
+
+
+def server_cpu_seconds(master_pid: int) -> float:
+    """User + system CPU time of a gunicorn's worker processes so far."""
+    ticks = 0
+    for pid in web_workers(master_pid):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+METRIC_CALLS = """
+import os, tempfile, time
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
+from feature_store import metrics
+n = 200_000
+for _ in range(1000):
+    metrics.observe_request(%(path)r, "POST", 200, 0.001); metrics.count_values("cache", 1)
+started = time.process_time()
+for _ in range(n):
+    metrics.observe_request(%(path)r, "POST", 200, 0.001); metrics.count_values("cache", 1)
+print((time.process_time() - started) / n * 1e6)
+"""
+
+
+def metric_calls_us() -> float:
+    """CPU microseconds of what one inference request records (one counter, one histogram, one
+    values counter), in multiprocess mode (mmap files), in a fresh process, no contention."""
+    out = subprocess.run([sys.executable, "-c", METRIC_CALLS % {"path": API + "/inference"}],
+                         capture_output=True, text=True, check=True, cwd=RESULTS.parent.parent).stdout
+    return round(float(out), 2)
+
+
+def bench_metrics_cost(args, report) -> None:
+    """Section 1's single-feature inference load against two gunicorns started the same way, one
+    with METRICS=1 (the default: per-request counters and histograms, written to the mmap files of
+    prometheus_client's multiprocess mode, as gunicorn.conf.py sets it up) and one with METRICS=0;
+    both up at once (one idle while the other is measured), rounds interleaved, the order flipped
+    every round."""
+    results: dict = {}
+    rounds = 4
+    with Deployment() as deployment:
+        deployment.start_redis()
+        deployment.make_sqlite_warehouse(20_000)
+        base = deployment.start_web()
+        deployment.start_worker()
+        assert extract(base)["status"] == "finished"
+        deployment.stop_web()
+        bodies = [json.dumps({"feature_type": ft, "entity_id": eid})
+                  for ft, eid in sample_keys(deployment.warehouse_url, 1000)]
+        bases, masters = {}, {}
+        for name, value in (("metrics_on", 1), ("metrics_off", 0)):
+            bases[name] = deployment.start_web(METRICS=value)
+            masters[name] = deployment.web.pid
+        for name_base in bases.values():
+            wrk(name_base, API + "/inference", bodies, 16, 3)  # warm-up (fills each one's local cache)
+        runs: dict[str, list] = {}
+        counted: list[dict] = []
+        for round_ in range(rounds):
+            order = list(bases) if round_ % 2 == 0 else list(reversed(bases))
+            for connections in (16, 64):
+                for name in order:
+                    before = inference_requests_counted(bases[name])
+                    cpu = server_cpu_seconds(masters[name])
+                    run = wrk(bases[name], API + "/inference", bodies, connections, args.seconds)
+                    run["server_cpu_us_per_request"] = round((server_cpu_seconds(masters[name]) - cpu)
+                                                             / run["requests"] * 1e6, 1)
+                    grown = inference_requests_counted(bases[name]) - before
+                    runs.setdefault(f"{name}@{connections}", []).append(run)
+                    counted.append({"deployment": name, "connections": connections, "wrk_requests": run["requests"],
+                                    "counter_grew_by": int(grown)})
+        for key, measured in runs.items():
+            results[key] = {"rps": round(sum(r["rps"] for r in measured) / len(measured)),
+                            "rounds_rps": [r["rps"] for r in measured],
+                            "p50_ms": [r["p50_ms"] for r in measured], "p99_ms": [r["p99_ms"] for r in measured],
+                            "non_2xx": sum(r["non_2xx"] for r in measured),
+                            "server_cpu_us_per_request": [r["server_cpu_us_per_request"] for r in measured]}
+        for connections in (16, 64):
+            on, off = results[f"metrics_on@{connections}"], results[f"metrics_off@{connections}"]
+            results[f"ratio@{connections}"] = {
+                "rps_on_vs_off": round(on["rps"] / off["rps"], 3),
+                "rounds_rps_on_vs_off": [round(a / b, 3)
+                                         for a, b in zip(on["rounds_rps"], off["rounds_rps"], strict=True)],
+                "p99_mean_on_vs_off": round(sum(on["p99_ms"]) / sum(off["p99_ms"]), 2),
+                "server_cpu_per_request_on_vs_off": round(sum(on["server_cpu_us_per_request"])
+                                                          / sum(off["server_cpu_us_per_request"]), 3)}
+        results["metric_calls_us_per_request"] = metric_calls_us()
+        # GET /metrics on the METRICS=1 deployment counts what wrk sent (a request still in flight
+        # when wrk stops is counted by the server, not by wrk); on METRICS=0 it stays put.
+        results["metrics_check"] = counted
+        on_runs = [c for c in counted if c["deployment"] == "metrics_on"]
+        results["metrics_check_ok"] = (all(0 <= c["counter_grew_by"] - c["wrk_requests"] <= c["connections"]
+                                           for c in on_runs)
+                                       and all(c["counter_grew_by"] == 0 for c in counted
+                                               if c["deployment"] == "metrics_off"))
+    report["metrics_cost"] = results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="1M-user extraction, longer load runs")
     parser.add_argument("--only", default="inference,training,extraction,scaleout,memory,cold,cursor_plan,as_of,"
-                                           "training_sets,feature_set")
+                                           "training_sets,feature_set,metrics_cost")
     parser.add_argument("--seconds", type=int, default=None, help="duration of each wrk run")
     args = parser.parse_args()
     args.seconds = args.seconds or (20 if args.full else 8)
@@ -1031,7 +1139,7 @@ def main() -> None:
     benches = {"inference": bench_inference, "training": bench_training, "extraction": bench_extraction,
                "scaleout": bench_scaleout, "memory": bench_memory, "cold": bench_cold,
                "cursor_plan": bench_cursor_plan, "as_of": bench_as_of, "training_sets": bench_training_sets,
-               "feature_set": bench_feature_set}
+               "feature_set": bench_feature_set, "metrics_cost": bench_metrics_cost}
     for name in args.only.split(","):
         started = time.perf_counter()
         benches[name](args, report)
