@@ -54,8 +54,12 @@ class InstantField(fields.Field):
 
 
 # How the document shows an instant: the forms datetime.fromisoformat reads (a date; a time to the
-# hour, minute, second or microsecond; `Z` or an offset). Documentation only: InstantField decides.
-INSTANT_PATTERN = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+# hour, minute, second or microsecond; `Z` or an offset), on real calendar days (29 February left
+# out: valid in leap years only) of the years 1000 to 9998 (any offset keeps them in range).
+# Documentation only: InstantField decides, and reads more (other years, 29 February).
+INSTANT_PATTERN = (r"^([1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+                   r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+                   r"|02-(0[1-9]|1[0-9]|2[0-8]))"
                    r"([T ]([01][0-9]|2[0-3])(:[0-5][0-9](:[0-5][0-9]([.,][0-9]{1,6})?)?)?"
                    r"(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?)?$")
 INSTANT_DOC = {"type": "string", "pattern": INSTANT_PATTERN, "example": "2025-03-01T00:00:00"}
@@ -330,6 +334,9 @@ class FeatureParitySchema(Schema):
 
 class ParityReportSchema(Schema):
     sample_per_feature = fields.Integer(required=True)
+    window_seconds = fields.Integer(required=True, metadata={
+        "description": "a value also agrees when it equals the value this many seconds after its computed_at (it "
+                       "was read a little after)"})
     checked_at = fields.String(required=True)
     features = fields.Dict(keys=fields.String(), values=fields.Nested(FeatureParitySchema), required=True)
 
