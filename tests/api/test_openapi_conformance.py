@@ -5,10 +5,12 @@ and invalid values, random ones, methods a path does not serve), and every answe
 its status code is documented for the operation, its Content-Type is one the document gives for
 that status, the headers it documents are there and valid, and the body matches the schema (closed
 schemas: no undeclared field). Runs: the embedded app open, the same with API keys (each request
-sent without a key, with a wrong one, a read key and an admin key), and the app with Redis and the
-warehouse both refusing connections; then the answers generation rarely reaches (a failed run, an
-unreadable warehouse row, an unexpected error, a run no worker takes), one by one. Deterministic
-(derandomized, fixed seed) and capped per operation.
+sent without a key, with a wrong one, a read key and an admin key), the app on a real Redis with
+no worker, and the app with Redis and the warehouse both refusing connections; then the answers
+generation rarely reaches (a failed run, an unreadable warehouse row, an unexpected error, a run no
+worker takes, the limits, a body that stops arriving), one by one. Deterministic (derandomized,
+fixed seed) and capped per operation. Also: every route is in the document, with the access rules
+access.py enforces, and every answer's schema is closed.
 """
 
 from __future__ import annotations
@@ -96,6 +98,12 @@ def keyed_api(make_app, scenario_sqlite):
 
 
 @pytest.fixture
+def redis_api(make_app, redis_url, scenario_sqlite):
+    """Production mode: a real Redis (with its local cache), RQ, no worker listening."""
+    return _schema(make_app(REDIS_URL=redis_url, WAREHOUSE_URL=scenario_sqlite))
+
+
+@pytest.fixture
 def outage_api(make_app):
     """Redis and the warehouse both refuse connections: 503 is the documented answer."""
     app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
@@ -120,6 +128,12 @@ def test_every_answer_with_api_keys_is_documented(case):
         for name in ("X-API-Key", "Authorization"):
             (case.headers or {}).pop(name, None)
         case.call_and_validate(headers=credentials, checks=CHECKS)
+
+
+@schemathesis.pytest.from_fixture("redis_api").parametrize()
+@SETTINGS
+def test_every_answer_on_redis_without_a_worker_is_documented(case):
+    case.call_and_validate(checks=CHECKS)
 
 
 @schemathesis.pytest.from_fixture("outage_api").parametrize()
