@@ -97,13 +97,24 @@ def _comparable_default(element, compiler, **kw):
 @compiles(comparable, "sqlite")
 def _comparable_sqlite(element, compiler, **kw):
     col = compiler.process(element.clauses, **kw)
+    # The canonical form (`YYYY-MM-DD HH:MM:SS`, up to six fraction digits) already compares as
+    # time does with the normalized text (a shorter fraction is a prefix), so it is used as it is;
+    # the cheap test below keeps every other form (a T, a Z, an offset, a comma, unpadded fields)
+    # for the normalizations after it.
+    canonical = (f"(length({col}) BETWEEN 19 AND 26 AND substr({col}, 11, 1) = ' ' "
+                 f"AND (length({col}) = 19 OR substr({col}, 20, 1) = '.') AND instr({col}, 'Z') = 0 "
+                 f"AND instr({col}, '+') = 0 AND instr({col}, ',') = 0 AND instr(substr({col}, 11), '-') = 0)")
+    return f"(CASE WHEN {canonical} THEN {col} ELSE {_normalized_sqlite(col)} END)"
+
+
+def _normalized_sqlite(col: str) -> str:
     fraction = f"rtrim(substr({col}, 21), 'Z')"
     common = (f"({col} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]:[0-9][0-9]*' "
               f"AND (rtrim(substr({col}, 20), 'Z') = '' OR (substr({col}, 20, 1) = '.' AND {fraction} <> '' "
               f"AND {fraction} NOT GLOB '*[^0-9]*')))")
     normalized = (f"substr({col}, 1, 10) || ' ' || substr({col}, 12, 8) || '.' || "
                   f"substr({fraction} || '000000', 1, 6)")
-    return f"(CASE WHEN {common} THEN {normalized} ELSE {SQLITE_INSTANT_FUNCTION}({col}) END)"
+    return f"CASE WHEN {common} THEN {normalized} ELSE {SQLITE_INSTANT_FUNCTION}({col}) END"
 
 
 class earliest(FunctionElement):
