@@ -3,11 +3,10 @@ the API in the OpenAPI document (see openapi.py). Unknown fields in a request ar
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from feature_store.registry import DataType
+from feature_store.services.training_sets import parse_instant
 
 
 class EntityIdField(fields.Field):
@@ -39,15 +38,10 @@ class InstantField(fields.Field):
     default_error_messages["null"] = default_error_messages["invalid"]
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str):
-            raise self.make_error("invalid")
         try:
-            moment = datetime.fromisoformat(value.strip())
-            if moment.tzinfo is not None:
-                moment = moment.astimezone(UTC).replace(tzinfo=None)
+            return parse_instant(value)
         except (ValueError, OverflowError):
             raise self.make_error("invalid") from None
-        return moment
 
     def _serialize(self, value, attr, obj, **kwargs):
         return None if value is None else value.isoformat()
