@@ -148,8 +148,9 @@ class _Document:
             "operation answers 415. 408 (a body that stops arriving for "
             f"{config.REQUEST_BODY_TIMEOUT:g} s, REQUEST_BODY_TIMEOUT) happens under gunicorn only. A path "
             "asked with a method it does not serve is 405, with `Allow`; HEAD and OPTIONS are answered for "
-            "every path (OPTIONS: `{\"success\": true, \"allowed_methods\": [...]}`); any other path is 404 "
-            "with an error body.")
+            "every path (OPTIONS: `{\"success\": true, \"allowed_methods\": [...]}`; under "
+            f"{BASE}, with keys configured, they need a key as the path's operations do); any other path "
+            "is 404 with an error body.")
 
     def build(self) -> dict:
         spec = APISpec(
