@@ -82,12 +82,19 @@ class AsOf(Current):
     def _existed(self, model):
         return comparable(_event_column(model, EXISTS_FROM)) <= self.as_of
 
+    def guarded(self, column):
+        """An event column as of the spine's instant: its value once its time has come, NULL
+        before. A value that is no timestamp at all is passed on as it is, so reading it fails
+        (502) as the current value's does, instead of passing for "not yet"."""
+        known = comparable(column)
+        return case((known <= self.as_of, column), (and_(column.isnot(None), known.is_(None)), column), else_=None)
+
     def _events_known(self, expression):
         expression = expression.__clause_element__() if hasattr(expression, "__clause_element__") else expression
 
         def replace(element):
             if getattr(element, "info", {}).get("event_time") == EVENT and hasattr(element, "table"):
-                return case((comparable(element) <= self.as_of, element), else_=None)
+                return self.guarded(element)
             return None
 
         return replacement_traverse(expression, {}, replace)
