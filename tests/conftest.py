@@ -323,7 +323,15 @@ class Worker:
             self.process.wait(20)
 
     def stop(self) -> None:
-        self.kill(signal.SIGTERM)
+        """A warm shutdown (the job in progress finishes); one that does not end in 10 s (a SIGTERM
+        caught by a work horse still forking, say) is a kill: no worker may outlive its test and
+        write into the next one's Redis."""
+        try:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill(signal.SIGKILL)
         self.client.close()
         if not self.log.closed:
             self.log.close()

@@ -48,8 +48,11 @@ def test_the_views_fast_path_accepts_exactly_what_the_schemas_accept():
     values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                                      max_size=3), max_leaves=6)
+    instants = st.sampled_from(["2024-01-01", "2024-01-01T10:00:00.5Z", "2024-01-01 10:00:00+02:00", "soon",
+                                "2024-13-01", " 2024-01-01 ", "", "0001-01-01T00:00:00+01:00"])
     items = st.one_of(values, st.fixed_dictionaries({"feature_type": values | st.text(max_size=5),
-                                                     "entity_id": values}, optional={"x": values}))
+                                                     "entity_id": values},
+                                                    optional={"x": values, "as_of": values | instants}))
 
     def via_schema(schema, body):
         if not isinstance(body, dict):
@@ -65,20 +68,26 @@ def test_the_views_fast_path_accepts_exactly_what_the_schemas_accept():
         except ApiError as exc:
             return "400:" + exc.error if exc.error != "the request body must be a JSON object" else "400"
 
+    def triple(item):  # (feature_type, entity_id, as_of or None), whichever path answered
+        return item if isinstance(item, str) else (item[0], item[1], item[2] if len(item) > 2 else None)
+
+    def loaded(item):
+        return (item["feature_type"], item["entity_id"], item.get("as_of"))
+
     @settings(max_examples=500, deadline=None)
     @given(body=items)
     def one(body):
         expected = via_schema(FeatureRequestSchema(), body)
         got = via_view(_item, body)
-        assert got == (expected if isinstance(expected, str) else (expected["feature_type"], expected["entity_id"]))
+        assert triple(got) == (expected if isinstance(expected, str) else loaded(expected))
 
     @settings(max_examples=500, deadline=None)
     @given(body=st.one_of(values, st.fixed_dictionaries({"features": st.lists(items, max_size=4) | values})))
     def many(body):
         expected = via_schema(TrainingRequestSchema(), body)
         got = via_view(_items, body)
-        assert got == (expected if isinstance(expected, str)
-                       else [(i["feature_type"], i["entity_id"]) for i in expected["features"]])
+        assert (got if isinstance(got, str) else [triple(i) for i in got]) == (
+            expected if isinstance(expected, str) else [loaded(i) for i in expected["features"]])
 
     one()
     many()
