@@ -80,6 +80,9 @@ class Config:
     TRAINING_SET_MAX_ROWS: int = field(default_factory=lambda: _env_int("TRAINING_SET_MAX_ROWS", 1_000_000))
     TRAINING_SET_MAX_BYTES: int = field(default_factory=lambda: _env_int("TRAINING_SET_MAX_BYTES", 512 * 1024 * 1024))
     TRAINING_SET_CHUNK_ROWS: int = field(default_factory=lambda: _env_int("TRAINING_SET_CHUNK_ROWS", 50_000))
+    # Training sets and parity checks built at once per web process (their batch statements have no
+    # request deadline); beyond, 503 with Retry-After, so they never take every thread from inference.
+    TRAINING_SET_CONCURRENCY: int = field(default_factory=lambda: _env_int("TRAINING_SET_CONCURRENCY", 2))
     # Optional API keys (comma-separated). None configured: the API is open.
     API_KEYS_READ: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_READ"))
     API_KEYS_ADMIN: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_ADMIN"))

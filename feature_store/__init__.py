@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Flask
@@ -36,6 +36,8 @@ class Services:
     warehouse: Warehouse
     store: OnlineStore
     schedule_stop: threading.Event | None = None  # embedded mode's in-process schedule
+    # Slots for the requests that run batch statements on the web process (training sets, parity).
+    heavy: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
 
     def close(self) -> None:
         """Release connections and threads (for a process that builds and drops apps: tests)."""
@@ -105,7 +107,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     runs = ExtractionRuns(rq_client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,
                           job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
                           feature_types=REGISTRY.feature_types(), warehouse_url=config.WAREHOUSE_URL)
-    services = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse), runs, warehouse, store)
+    services = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse), runs, warehouse, store,
+                        heavy=threading.BoundedSemaphore(max(1, config.TRAINING_SET_CONCURRENCY)))
     app.extensions["feature_store"] = services
 
     from feature_store import cli

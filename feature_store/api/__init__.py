@@ -157,8 +157,15 @@ def parity():
     window = request.args.get("window", "60")
     if not re.fullmatch(r"[0-9]{1,6}", window):
         raise ApiError(400, "window must be a whole number of seconds")
-    return json_response(parity_check.check(services.registry, services.store, services.warehouse,
-                                            sample=int(raw), feature_types=feature_types, window=int(window)))
+    from feature_store.api.training_sets import busy
+
+    if not services.heavy.acquire(blocking=False):
+        raise busy(services.config.TRAINING_SET_CONCURRENCY)
+    try:
+        return json_response(parity_check.check(services.registry, services.store, services.warehouse,
+                                                sample=int(raw), feature_types=feature_types, window=int(window)))
+    finally:
+        services.heavy.release()
 
 
 @bp.get("/feature-sets")

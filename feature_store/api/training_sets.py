@@ -184,6 +184,12 @@ def _read_spine(config) -> tuple[Spine, list]:
     return _objects_spine(((f"spine[{i}]", row) for i, row in enumerate(rows)), args), features
 
 
+def busy(limit: int) -> ApiError:
+    """The answer when this process already builds its limit of training sets or parity checks."""
+    return ApiError(503, f"this web process is already building {limit} training set(s) or parity check(s) "
+                         "(TRAINING_SET_CONCURRENCY); retry shortly")
+
+
 def _services():
     return current_app.extensions["feature_store"]
 
@@ -195,12 +201,18 @@ def training_set():
     name = writer_for(request.args.get("format"), request.headers.get("Accept", ""))
     if name is None:
         raise ApiError(400, f"format must be one of {', '.join(WRITERS)}")
-    spine, features = _read_spine(services.config)
+    if not services.heavy.acquire(blocking=False):
+        raise busy(services.config.TRAINING_SET_CONCURRENCY)
     try:
-        chunks = training_sets.compute(spine, features, services.warehouse)
-        first = next(chunks, [])  # a warehouse that fails at once is a 503, not a cut-off table
+        spine, features = _read_spine(services.config)
+        try:
+            chunks = training_sets.compute(spine, features, services.warehouse)
+            first = next(chunks, [])  # a warehouse that fails at once is a 503, not a cut-off table
+        except BaseException:
+            spine.close()
+            raise
     except BaseException:
-        spine.close()
+        services.heavy.release()
         raise
     mimetype, write = WRITERS[name]
 
@@ -209,6 +221,7 @@ def training_set():
             yield from write(spine, features, first, chunks)
         finally:
             spine.close()
+            services.heavy.release()
 
     return Response(stream_with_context(generate()), mimetype=mimetype,
                     headers={"X-Total-Rows": str(spine.rows)})

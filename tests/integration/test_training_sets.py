@@ -170,3 +170,20 @@ def test_an_excel_csv_with_a_byte_order_mark_and_json_labels_in_csv_out(history_
         "entity_id": "10", "as_of": "2024-02-01T00:00:00", "y": '{"a":1}', "z": "1e+16", "entity_existed": "true",
         "user_policy_time_of_purchase": "2024-01-08T00:00:00", "user_failed_transaction_count": "2"}
 
+
+
+def test_a_web_process_builds_at_most_its_limit_of_training_sets_at_once(history_client):
+    client = history_client(TRAINING_SET_CONCURRENCY=1)
+    services = client.application.extensions["feature_store"]
+    body = {"feature_set": "underwriting_v1", "spine": [{"entity_id": 10, "as_of": "2024-02-01"}]}
+    assert services.heavy.acquire(blocking=False)  # one being built
+    try:
+        busy = client.post(BASE, json=body)
+        assert busy.status_code == 503 and "TRAINING_SET_CONCURRENCY" in busy.get_json()["error"]
+        assert client.get("/api/v1/features/parity").status_code == 503
+    finally:
+        services.heavy.release()
+    response = client.post(BASE, json=body)
+    assert response.status_code == 200 and response.get_json()["rows"][0]["user_failed_transaction_count"] == 2
+    assert services.heavy.acquire(blocking=False)  # released once the table was written
+    services.heavy.release()
