@@ -8,6 +8,7 @@ Every process is started the way the Procfile starts it, on free local ports, an
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,6 +43,22 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus port (port + 10000) is free too (ephemeral ports may have none)."""
+    found: list[int] = []
+    for port in random.Random().sample(range(20000, 29000), 400):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError("no free ports for a Redis Cluster")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MB."""
     total = 0
@@ -72,6 +89,7 @@ class Deployment:
         self.web_port: int | None = None
         self.web: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
+        self.cluster_ports: list[int] = []
 
     # --- services -------------------------------------------------------------------------------
     def start_redis(self, port: int | None = None, *extra: str) -> str:
@@ -92,6 +110,36 @@ class Deployment:
             os.killpg(self.redis_process.pid, sig)
             if sig in (signal.SIGTERM, signal.SIGKILL):
                 self.redis_process.wait(10)
+
+    def start_redis_cluster(self, nodes: int = 3) -> str:
+        """A private Redis Cluster of `nodes` primaries (no replicas), as tests/conftest.py starts
+        one: each node on a port whose cluster bus port (port + 10000) is free too, slots spread by
+        `redis-cli --cluster create`, then CLUSTER INFO polled until every node says
+        cluster_state:ok. Returns the URL of the first node (the others are discovered)."""
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if not binary or not cli:
+            raise SystemExit("redis-server and redis-cli are needed (apt-get install -y redis-server)")
+        ports = cluster_ports(nodes)
+        for port in ports:
+            folder = self.workdir / f"cluster-{port}"
+            folder.mkdir(exist_ok=True)
+            self._spawn([binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                         "--cluster-config-file", "nodes.conf", "--dir", str(folder), "--save", "",
+                         "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
+                        f"cluster-{port}.log")
+        for port in ports:
+            client = redis.Redis(port=port, socket_connect_timeout=0.2)
+            wait_until(client.ping, 10, f"cluster node {port}")
+            client.close()
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        for port in ports:
+            client = redis.Redis(port=port)
+            wait_until(lambda client=client: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 30,
+                       f"cluster_state:ok on {port}")
+            client.close()
+        self.cluster_ports = ports
+        return f"redis://127.0.0.1:{ports[0]}/0"
 
     def make_sqlite_warehouse(self, users: int, seed: int = 7, path: Path | None = None) -> str:
         from feature_store.warehouse import demo

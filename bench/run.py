@@ -1,7 +1,7 @@
 """The benchmark suite (BENCHMARKS.md). Every figure is measured beside its floor in the same run.
 
     python -m bench.run [--full] [--only inference,training,extraction,scaleout,memory,cold,cursor_plan,
-                                as_of,training_sets,feature_set,metrics_cost]
+                                as_of,training_sets,feature_set,metrics_cost,cluster]
 
 Quick (default, a few minutes): 20,000-user warehouse for serving, 100,000 users for extraction.
 --full: 1,000,000 users for extraction (about 6 million values), longer wrk runs.
@@ -1125,11 +1125,110 @@ def bench_metrics_cost(args, report) -> None:
     report["metrics_cost"] = results
 
 
+# --- 12. Redis Cluster ---------------------------------------------------------------------------
+def count_keys(ports: list[int], feature_types: list[str]) -> dict:
+    """Keys of each feature (`<feature_type>:*`), SCANned node by node, and each node's DBSIZE."""
+    counts = dict.fromkeys(feature_types, 0)
+    sizes = {}
+    for port in ports:
+        client = redis.Redis(port=port, socket_timeout=None)
+        for feature_type in feature_types:
+            counts[feature_type] += sum(1 for _ in client.scan_iter(match=f"{feature_type}:*", count=10_000))
+        sizes[str(port)] = client.dbsize()
+        client.close()
+    return {"per_feature": counts, "dbsize_per_node": sizes}
+
+
+def bench_cluster(args, report) -> None:
+    """The online store on a local 3-node Redis Cluster (REDIS_CLUSTER=1, REDIS_URL one node,
+    RQ_REDIS_URL a standalone redis-server for RQ; web and worker both get them) against the
+    usual single standalone Redis: extraction of the 100,000-user bench warehouse (one worker,
+    two rounds alternating, each into an emptied store), then section 1's single-feature inference
+    load on three gunicorns up at once (single Redis with its local cache, single Redis with
+    REDIS_LOCAL_CACHE=0, cluster: the local cache is off there), rounds interleaved, the order
+    flipped every round."""
+    results: dict = {}
+    feature_types = [f.feature_type for f in REGISTRY]
+    with Deployment() as deployment:
+        rq_url = deployment.start_redis()  # the single Redis; on the cluster runs, RQ's broker only
+        cluster_url = deployment.start_redis_cluster(3)
+        deployment.make_sqlite_warehouse(BENCH_USERS, path=RESULTS.parent.parent / "var" / f"bench-{BENCH_USERS}.db")
+        setups = {"single": {}, "cluster": {"REDIS_URL": cluster_url, "REDIS_CLUSTER": 1, "RQ_REDIS_URL": rq_url}}
+        results["cluster_nodes"] = deployment.cluster_ports
+        extraction: dict[str, list] = {}
+        for round_ in range(2):
+            for name in (list(setups) if round_ % 2 == 0 else list(reversed(setups))):
+                if name == "cluster":
+                    for port in deployment.cluster_ports:
+                        redis.Redis(port=port).flushall()
+                else:
+                    redis.Redis.from_url(rq_url).flushall()
+                base = deployment.start_web(EXTRACT_WAIT_SECONDS=1, **setups[name])
+                worker = deployment.start_worker(**setups[name])
+                started = time.perf_counter()
+                status = extract(base)
+                elapsed = time.perf_counter() - started
+                assert status["status"] == "finished", status
+                result = status["result"]
+                ports = deployment.cluster_ports if name == "cluster" else [deployment.redis_port]
+                keys = count_keys(ports, feature_types)
+                extraction.setdefault(name, []).append({
+                    "values": result["total_features"], "seconds": round(elapsed, 2),
+                    "values_per_s": round(result["total_features"] / elapsed), "stages_s": result["stages"],
+                    "features_extracted": result["features_extracted"], "keys": keys,
+                    "complete": keys["per_feature"] == result["features_extracted"]})
+                print("extraction", name, json.dumps(extraction[name][-1]), flush=True)
+                deployment.stop_web()
+                worker.terminate()
+                worker.wait(30)
+        for name, runs in extraction.items():
+            results[f"extraction_{name}"] = {
+                "values_per_s": round(sum(r["values_per_s"] for r in runs) / len(runs)),
+                "rounds_values_per_s": [r["values_per_s"] for r in runs], "rounds": runs,
+                "complete": all(r["complete"] for r in runs)}
+        results["extraction_cluster_vs_single"] = round(results["extraction_cluster"]["values_per_s"]
+                                                        / results["extraction_single"]["values_per_s"], 2)
+        # Both stores now hold the whole warehouse (the last round of each).
+        bodies = [json.dumps({"feature_type": ft, "entity_id": eid})
+                  for ft, eid in sample_keys(deployment.warehouse_url, 1000)]
+        serving = {"single": {}, "single_no_local_cache": {"REDIS_LOCAL_CACHE": 0}, "cluster": setups["cluster"]}
+        bases = {}
+        for name, env in serving.items():
+            bases[name] = deployment.start_web(**env)
+            check = requests.post(f"{bases[name]}{API}/inference", data=bodies[0],
+                                  headers={"Content-Type": "application/json"}, timeout=30)
+            assert check.status_code == 200 and check.json().get("success"), check.text
+        for name_base in bases.values():
+            wrk(name_base, API + "/inference", bodies, 16, 3)  # warm-up
+        runs: dict[str, list] = {}
+        for round_ in range(2):
+            order = list(bases) if round_ % 2 == 0 else list(reversed(bases))
+            for connections in (16, 64):
+                for name in order:
+                    run = wrk(bases[name], API + "/inference", bodies, connections, args.seconds)
+                    runs.setdefault(f"{name}@{connections}", []).append(run)
+                    print("inference", name, connections, json.dumps(run), flush=True)
+        for key, measured in runs.items():
+            results[f"inference_{key}"] = {"rps": round(sum(r["rps"] for r in measured) / len(measured)),
+                                           "rounds_rps": [r["rps"] for r in measured],
+                                           "p50_ms": [r["p50_ms"] for r in measured],
+                                           "p99_ms": [r["p99_ms"] for r in measured],
+                                           "non_2xx": sum(r["non_2xx"] for r in measured),
+                                           "socket_errors": [r["socket_errors"] for r in measured]}
+        for connections in (16, 64):
+            cluster = results[f"inference_cluster@{connections}"]["rps"]
+            results[f"inference_ratios@{connections}"] = {
+                "cluster_vs_single": round(cluster / results[f"inference_single@{connections}"]["rps"], 2),
+                "cluster_vs_single_no_local_cache": round(
+                    cluster / results[f"inference_single_no_local_cache@{connections}"]["rps"], 2)}
+    report["cluster"] = results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="1M-user extraction, longer load runs")
     parser.add_argument("--only", default="inference,training,extraction,scaleout,memory,cold,cursor_plan,as_of,"
-                                           "training_sets,feature_set,metrics_cost")
+                                           "training_sets,feature_set,metrics_cost,cluster")
     parser.add_argument("--seconds", type=int, default=None, help="duration of each wrk run")
     args = parser.parse_args()
     args.seconds = args.seconds or (20 if args.full else 8)
@@ -1139,7 +1238,7 @@ def main() -> None:
     benches = {"inference": bench_inference, "training": bench_training, "extraction": bench_extraction,
                "scaleout": bench_scaleout, "memory": bench_memory, "cold": bench_cold,
                "cursor_plan": bench_cursor_plan, "as_of": bench_as_of, "training_sets": bench_training_sets,
-               "feature_set": bench_feature_set, "metrics_cost": bench_metrics_cost}
+               "feature_set": bench_feature_set, "metrics_cost": bench_metrics_cost, "cluster": bench_cluster}
     for name in args.only.split(","):
         started = time.perf_counter()
         benches[name](args, report)
