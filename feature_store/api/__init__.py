@@ -179,7 +179,9 @@ def inference():
     """Get one feature value (or a feature set's values) for real-time inference."""
     services = _services()
     body = _json_body()
-    if isinstance(body, dict) and "feature_set" in body and "feature_type" not in body:
+    if isinstance(body, dict) and "feature_set" in body and "feature_type" in body:
+        raise ApiError(400, "give either feature_type (one value) or feature_set (its values), not both")
+    if isinstance(body, dict) and "feature_set" in body:
         loaded = _load(_feature_set_request, body)
         status, answer = serve_feature_set(services.server, loaded["feature_set"], loaded["entity_id"],
                                            loaded.get("as_of"))

@@ -38,7 +38,7 @@ def parse_json(data: bytes):
 def simple_item(body) -> tuple[str, str] | None:
     """(feature_type, entity_id) when `body` is a well-formed item in its common shape, else None
     (the schema then decides, and words the error)."""
-    if type(body) is dict and "as_of" not in body:
+    if type(body) is dict and "as_of" not in body and "feature_set" not in body:
         feature_type = body.get("feature_type")
         entity_id = body.get("entity_id")
         if type(feature_type) is str:

@@ -52,6 +52,8 @@ def _features_from_query():
 
 
 def _entity_column(names: list[str], entity_type: str, where: str) -> str:
+    if "entity_id" in names and entity_type in names:
+        raise BadRequest(f"{where}: both entity_id and {entity_type} columns; name the ids once")
     for name in ("entity_id", entity_type):
         if name in names:
             return name
@@ -167,6 +169,10 @@ def _read_spine(config) -> tuple[Spine, list]:
         return spine, features
     from feature_store.api import _json_body
 
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"a JSON spine is at most {limit} bytes (MAX_CONTENT_LENGTH); send a larger one as CSV "
+                       "(text/csv) or NDJSON (application/x-ndjson), streamed up to TRAINING_SET_MAX_BYTES")
     payload = _json_body()
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object with spine and feature_types (or feature_set)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from feature_store import metrics
 from feature_store.errors import BadRequest as SpineError
 from feature_store.errors import TooLarge as SpineTooLarge
 from feature_store.registry import Entity, Feature, Registry
@@ -94,6 +95,8 @@ class Spine:
         if isinstance(entity_id, bool) or not isinstance(entity_id, str | int):
             raise SpineError(f"{where}.entity_id: must be a string or an integer")
         entity_id = str(entity_id)
+        if not entity_id:
+            raise SpineError(f"{where}.entity_id: must not be empty")
         try:
             moment = parse_instant(as_of)
         except (ValueError, OverflowError):
@@ -145,6 +148,8 @@ def compute(spine: Spine, features: Sequence[Feature], warehouse) -> Iterator[li
         items = [(pos, number, datetime.fromisoformat(as_of))
                  for pos, (_, number, as_of, _) in enumerate(chunk) if number is not None]
         columns = [warehouse.batch_as_of(feature, items) for feature in features]
+        for values in columns:
+            metrics.count_values("as_of", len(values))
         existed = set().union(*columns) if columns else set()
         yield [TrainingRow(entity_id, as_of, extra, pos in existed,
                            tuple(values.get(pos) for values in columns))

@@ -67,6 +67,8 @@ def test_a_feature_set_as_of_an_instant(client):
                                                                    "does not exist"),
     ({"feature_set": "underwriting_v1", "entity_id": "007"}, 404, "no underwriting_v1 values: entity '007'"),
     ({"feature_set": None, "entity_id": 1}, 400, "feature_set: must be a string"),
+    ({"feature_set": "underwriting_v1", "feature_type": "payment_type", "entity_id": 1}, 400,
+     "give either feature_type (one value) or feature_set (its values), not both"),
     ({"feature_set": "underwriting_v1"}, 400, "entity_id: is required"),
     ({"feature_set": "underwriting_v1", "entity_id": True}, 400, "entity_id: must be a string or an integer"),
 ])

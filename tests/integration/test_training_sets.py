@@ -131,6 +131,12 @@ def test_ndjson_in_keeps_the_labels_types(history_client):
      "spine line 2: not valid JSON"),
     ({"json": {"feature_set": "underwriting_v1", "spine": [{"entity_id": 1, "as_of": "2024-01-01", "y": 2**64}]}},
      400, "spine[0].y: integers must fit in 64 bits"),
+    ({"json": {"feature_set": "underwriting_v1", "spine": [{"entity_id": "", "as_of": "2024-01-01"}]}}, 400,
+     "spine[0].entity_id: must not be empty"),
+    ({"data": "entity_id,as_of\n,2024-01-01\n", "content_type": "text/csv"}, 400,
+     "spine line 2.entity_id: must not be empty"),
+    ({"data": "entity_id,user_id,as_of\n1,1,2024-01-01\n", "content_type": "text/csv"}, 400,
+     "the CSV header: both entity_id and user_id columns"),
 ])
 def test_malformed_training_set_requests_are_400s_naming_what_is_wrong(history_client, kwargs, status, error):
     client = history_client()
