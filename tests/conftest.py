@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,6 +284,40 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+@contextmanager
+def web_process(tmp_path, **env):
+    """The web process as the Procfile starts it (`python -m feature_store`, gunicorn) on a free
+    port, with `env` on top of this environment; yields its base URL once it answers /health."""
+    import requests
+
+    port = free_port()
+    log_path = tmp_path / f"web-{port}.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen([sys.executable, "-m", "feature_store", "--bind", f"127.0.0.1:{port}"],
+                               cwd=PROJECT_DIR, env={**os.environ, **{k: str(v) for k, v in env.items()}},
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited: {log_path.read_text()}")
+        try:
+            return requests.get(f"{base}/health", timeout=5).ok
+        except requests.RequestException:  # refused, or accepted while workers still boot
+            return False
+
+    try:
+        wait_for(up, timeout=30, what=f"gunicorn on port {port}")
+        yield base
+    finally:
+        try:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(20)
+        finally:
+            log.close()
 
 
 class Worker:

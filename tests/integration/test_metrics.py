@@ -4,16 +4,13 @@ store's own figures (queue depth, workers listening, recent runs, each feature's
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import requests
 
 from feature_store.warehouse import demo
-from tests.conftest import PROJECT_DIR, free_port, wait_for
+from tests.conftest import web_process
 
 
 @pytest.fixture
@@ -21,30 +18,9 @@ def web(redis_url, tmp_path, start_worker):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     demo.generate(url, users=200, seed=4)
     start_worker(url)
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "WAREHOUSE_URL": url, "WEB_CONCURRENCY": "3", "WEB_THREADS": "2",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
-    log = open(tmp_path / "web.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "feature_store", "--bind", f"127.0.0.1:{port}"],
-                               cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        if process.poll() is not None:
-            raise AssertionError((tmp_path / "web.log").read_text())
-        try:
-            return requests.get(f"{base}/health", timeout=5).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_for(up, timeout=30, what="gunicorn")
+    with web_process(tmp_path, REDIS_URL=redis_url, WAREHOUSE_URL=url, WEB_CONCURRENCY=3, WEB_THREADS=2,
+                     PROMETHEUS_MULTIPROC_DIR=tmp_path / "metrics") as base:
         yield base
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(20)
-        log.close()
 
 
 def sample(text: str, name: str, **labels) -> float | None:

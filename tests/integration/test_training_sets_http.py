@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import random
-import subprocess
-import sys
 from datetime import datetime, timedelta
 
 import pyarrow.parquet as pq
@@ -16,7 +13,7 @@ import pytest
 import requests
 
 from feature_store.warehouse import demo
-from tests.conftest import PROJECT_DIR, free_port, wait_for
+from tests.conftest import web_process
 
 ROWS = 30_000
 
@@ -25,30 +22,9 @@ ROWS = 30_000
 def web(redis_url, tmp_path):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     demo.generate(url, users=400, seed=3)
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "WAREHOUSE_URL": url, "WEB_CONCURRENCY": "1",
-           "TRAINING_SET_CHUNK_ROWS": "4000"}
-    log = open(tmp_path / "web.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "feature_store", "--bind", f"127.0.0.1:{port}"],
-                               cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    base = f"http://127.0.0.1:{port}/api/v1/features"
-
-    def up():
-        if process.poll() is not None:
-            raise AssertionError((tmp_path / "web.log").read_text())
-        try:
-            return requests.get(f"{base}/discovery", timeout=5).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_for(up, timeout=30, what="gunicorn")
-        yield base
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(20)
-        log.close()
+    with web_process(tmp_path, REDIS_URL=redis_url, WAREHOUSE_URL=url, WEB_CONCURRENCY=1,
+                     TRAINING_SET_CHUNK_ROWS=4000) as base:
+        yield f"{base}/api/v1/features"
 
 
 def spine_csv() -> bytes:
