@@ -335,11 +335,25 @@ class Worker:
             cwd=PROJECT_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.client = redis.Redis.from_url(redis_url)
-        registered = self.client.scard("rq:workers")
-        wait_for(lambda: self.process.poll() is not None or self.client.scard("rq:workers") > registered,
-                 what="the rq worker to register")
-        if self.process.poll() is not None:
-            raise AssertionError(f"rq worker exited: {self.output()}")
+        try:
+            # Registered when a worker with this process's pid is listed (a count of the workers is
+            # not enough: a new worker may also clean a dead one's registration away).
+            wait_for(lambda: self.process.poll() is not None or self._registered(), timeout=30,
+                     what="the rq worker to register")
+            if self.process.poll() is not None:
+                raise AssertionError(f"rq worker exited: {self.output()}")
+        except BaseException:
+            self.kill(signal.SIGKILL)  # never leave it running: it would take the next tests' jobs
+            self.client.close()
+            raise
+
+    def _registered(self) -> bool:
+        pid = str(self.process.pid).encode()
+        with self.client.pipeline(transaction=False) as pipe:
+            names = list(self.client.smembers("rq:workers"))
+            for name in names:
+                pipe.hget(name, "pid")
+            return pid in pipe.execute()
 
     def output(self) -> str:
         return Path(self.log.name).read_text()
