@@ -35,17 +35,23 @@ def parse_json(data: bytes):
     return json.loads(data, parse_constant=_reject_constant)
 
 
+def _entity_id(value) -> str | None:
+    """An entity id in its common shape (a JSON string, or an integer as its decimal form), else None."""
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    return None
+
+
 def simple_item(body) -> tuple[str, str] | None:
     """(feature_type, entity_id) when `body` is a well-formed item in its common shape, else None
     (the schema then decides, and words the error)."""
     if type(body) is dict and "as_of" not in body and "feature_set" not in body:
         feature_type = body.get("feature_type")
-        entity_id = body.get("entity_id")
-        if type(feature_type) is str:
-            if type(entity_id) is str:
-                return feature_type, entity_id
-            if type(entity_id) is int:
-                return feature_type, str(entity_id)
+        entity_id = _entity_id(body.get("entity_id"))
+        if type(feature_type) is str and entity_id is not None:
+            return feature_type, entity_id
     return None
 
 
@@ -53,10 +59,8 @@ def simple_as_of_item(body) -> tuple[str, str, object] | None:
     """(feature_type, entity_id, as_of) when `body` is a well-formed item with an instant (the
     schema's InstantField rules, through the same parse_instant), else None."""
     if type(body) is dict and type(body.get("as_of")) is str and type(body.get("feature_type")) is str:
-        entity_id = body.get("entity_id")
-        if type(entity_id) is int:
-            entity_id = str(entity_id)
-        elif type(entity_id) is not str:
+        entity_id = _entity_id(body.get("entity_id"))
+        if entity_id is None:
             return None
         try:
             return body["feature_type"], entity_id, parse_instant(body["as_of"])
@@ -70,12 +74,9 @@ def simple_set_item(body) -> tuple[str, str] | None:
     shape (no as_of), else None."""
     if type(body) is dict and "as_of" not in body and "feature_type" not in body:
         name = body.get("feature_set")
-        entity_id = body.get("entity_id")
-        if type(name) is str:
-            if type(entity_id) is str:
-                return name, entity_id
-            if type(entity_id) is int:
-                return name, str(entity_id)
+        entity_id = _entity_id(body.get("entity_id"))
+        if type(name) is str and entity_id is not None:
+            return name, entity_id
     return None
 
 
