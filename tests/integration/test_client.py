@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from feature_store.warehouse import demo
-from tests.conftest import PROJECT_DIR, Worker, free_port, wait_for
+from tests.conftest import PROJECT_DIR, Worker, free_port, wait_for, web_process
 
 sys.path.insert(0, str(PROJECT_DIR / "client"))
 import feature_store_client as fsc  # noqa: E402
@@ -68,35 +68,17 @@ def deployment(redis_server, tmp_path_factory):
     url = f"sqlite:///{warehouse}"
     demo.generate(url, users=USERS, seed=5)
     worker = Worker(redis_server.url, url)
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_server.url, "WAREHOUSE_URL": url, "WEB_CONCURRENCY": "2",
-           "API_KEYS_ADMIN": ADMIN_KEY, "API_KEYS_READ": READ_KEY}
-    log = open(tmp / "web.log", "w")  # noqa: SIM115 - closed below
-    web = subprocess.Popen([sys.executable, "-m", "feature_store", "--bind", f"127.0.0.1:{port}"], cwd=PROJECT_DIR,
-                           env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        if web.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {(tmp / 'web.log').read_text()}")
-        try:
-            return requests.get(f"{base}/api/v1/features/discovery", headers={"X-API-Key": ADMIN_KEY},
-                                timeout=5).ok
-        except requests.RequestException:
-            return False
-
-    deployed = Deployment(base, warehouse, redis_server.url, worker)
+    in_place = [worker]  # the worker to stop at the end (a test may swap it)
     try:
-        wait_for(up, timeout=30, what=f"gunicorn on port {port}")
-        yield deployed
+        with web_process(tmp, REDIS_URL=redis_server.url, WAREHOUSE_URL=url, WEB_CONCURRENCY=2,
+                         API_KEYS_ADMIN=ADMIN_KEY, API_KEYS_READ=READ_KEY) as base:
+            deployed = Deployment(base, warehouse, redis_server.url, worker)
+            try:
+                yield deployed
+            finally:
+                in_place[0] = deployed.worker
     finally:
-        try:
-            if web.poll() is None:
-                os.killpg(web.pid, 15)
-                web.wait(20)
-        finally:
-            log.close()
-            deployed.worker.stop()
+        in_place[0].stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ demo warehouse; and against servers that answer wrongly, or not at all."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,10 +12,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
 
 from feature_store.warehouse import demo
-from tests.conftest import PROJECT_DIR, free_port, wait_for
+from tests.conftest import PROJECT_DIR, free_port, web_process
 
 SCRIPT = PROJECT_DIR / "test_feature_store.py"
 ADMIN_KEY = "smoke-admin-key"
@@ -36,33 +34,9 @@ def deployment(redis_url, tmp_path, start_worker):
     url = f"sqlite:///{warehouse}"
     demo.generate(url, users=300, seed=5)
     start_worker(url)
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "WAREHOUSE_URL": url, "WEB_CONCURRENCY": "2",
-           "API_KEYS_ADMIN": ADMIN_KEY}
-    log = open(tmp_path / "web.log", "w")  # noqa: SIM115 - closed below
-    web = subprocess.Popen([sys.executable, "-m", "feature_store", "--bind", f"127.0.0.1:{port}"], cwd=PROJECT_DIR,
-                           env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        if web.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {(tmp_path / 'web.log').read_text()}")
-        try:
-            return requests.get(f"{base}/api/v1/features/discovery", headers={"X-API-Key": ADMIN_KEY},
-                                timeout=5).ok
-        except requests.RequestException:  # refused, or accepted while workers still boot
-            return False
-
-    try:
-        wait_for(up, timeout=30, what=f"gunicorn on port {port}")
+    with web_process(tmp_path, REDIS_URL=redis_url, WAREHOUSE_URL=url, WEB_CONCURRENCY=2,
+                     API_KEYS_ADMIN=ADMIN_KEY) as base:
         yield base, warehouse
-    finally:
-        try:
-            if web.poll() is None:
-                os.killpg(web.pid, 15)
-                web.wait(20)
-        finally:
-            log.close()
 
 
 def expected_checks(warehouse) -> list[str]:
