@@ -456,6 +456,9 @@ def test_the_worker_line_listens_on_extract_queue(run_line, redis_url, redis_ser
     assert not listening(client, "feature-extraction")
     # --worker-ttl 60: RQ keeps the registration worker_ttl + 60 s past each heartbeat (420 + 60 by default).
     assert 60 < client.ttl(name) <= 120, client.ttl(name)
+    # RQ registers a worker before it installs its signal handlers: a SIGTERM in between kills it
+    # without unregistering. Stop it once it is listening, as a process manager would.
+    wait_for(lambda: "Listening on" in worker.output(), timeout=10, what="the worker to listen")
     os.killpg(worker.process.pid, signal.SIGTERM)  # as honcho stops a process
     wait_for(lambda: group_gone(worker), timeout=8, what="the worker's processes to exit")
     assert not listening(client, OTHER_QUEUE), "the stopped worker still counts as listening"
