@@ -13,19 +13,26 @@ from collections.abc import Callable, Sequence
 from feature_store.errors import FeatureStoreError
 from feature_store.online_store import OnlineStore, format_computed_at, now_seconds
 from feature_store.registry import Feature
+from feature_store.services.sketches import FeatureSketch
+from feature_store.services.statistics import StatisticsSettings, new_sketches, record_run
 from feature_store.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
 
 def _query_to_spool(warehouse: Warehouse, feature, spool, chunk_size: int,
-                    id_range: IdRange | None, stages: dict[str, float]) -> array:
+                    id_range: IdRange | None, stages: dict[str, float], sketch: FeatureSketch | None) -> array:
     """Stream one feature's query into `spool` (marshalled chunks, then None); returns the
-    sorted ids of the entities it saw (the run's snapshot of which entities exist)."""
+    sorted ids of the entities it saw (the run's snapshot of which entities exist). With
+    `sketch`, each chunk's values are added to it too (the run's statistics, in the same pass)."""
     ids = array("q")
     for chunk in warehouse.stream(feature, chunk_size=chunk_size, id_range=id_range, timings=stages):
         marshal.dump(chunk, spool)
         ids.extend(entity_id for entity_id, _ in chunk)
+        if sketch is not None:
+            started = time.perf_counter()
+            sketch.update(chunk)
+            stages["statistics"] += time.perf_counter() - started
     marshal.dump(None, spool)
     if not all(map(operator.le, ids, ids[1:])):
         ids = array("q", sorted(ids))
@@ -39,10 +46,11 @@ def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: Onl
                    computed_at: int,
                    chunk_size: int, stages: dict[str, float], id_ranges: dict[str, IdRange] | None = None,
                    part: int = 0, on_progress: Callable[[dict], None] | None = None,
-                   ) -> tuple[dict[str, array], dict[str, str]]:
+                   sketches: dict[str, FeatureSketch] | None = None) -> tuple[dict[str, array], dict[str, str]]:
     """Phases 1 and 2 of a run (see extract_all) for `features`, over every entity or, with
     `id_ranges` ({entity table: [lo, hi)}), for partition `part`. The run is named by its `stamp`
     (unique, later than every earlier run's); its values carry `computed_at` (the run's start).
+    With `sketches` (a dict), it is filled with each written feature's statistics (sketches.py).
 
     Returns:
         ({feature_type: sorted entity ids} of the features written, {feature_type: reason} of
@@ -59,6 +67,8 @@ def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: Onl
         started = time.perf_counter()
         stages.setdefault("query", 0.0)
         encoding = stages.setdefault("encode", 0.0)
+        measuring = stages.setdefault("statistics", 0.0) if sketches is not None else 0.0
+        made = new_sketches(features) if sketches is not None else {}
         # One query at a time: running them side by side was measured slower on 2 cores (the
         # encoding holds the GIL) and costs a chunk buffer per query in memory. A feature whose
         # query fails (a missing table, an unreadable row, an error part-way through the stream)
@@ -67,13 +77,18 @@ def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: Onl
             try:
                 existing[feature.feature_type] = _query_to_spool(
                     warehouse, feature, spools[feature.feature_type], chunk_size,
-                    id_ranges.get(feature.entity.table) if id_ranges else None, stages)
+                    id_ranges.get(feature.entity.table) if id_ranges else None, stages,
+                    made.get(feature.feature_type))
             except FeatureStoreError as exc:
                 failed[feature.feature_type] = str(exc)
                 log.warning("%s: query failed, its previous values stay: %s", feature.feature_type, exc)
         counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
-        # "query": the database, reading rows, spooling; "encode": values to their JSON.
-        stages["query"] += time.perf_counter() - started - (stages["encode"] - encoding)
+        if sketches is not None:
+            sketches.update((feature_type, made[feature_type]) for feature_type in existing)
+        # "query": the database, reading rows, spooling; "encode": values to their JSON;
+        # "statistics": the values added to the run's sketches.
+        stages["query"] += (time.perf_counter() - started - (stages["encode"] - encoding)
+                            - (stages.get("statistics", 0.0) - measuring))
         log.info("queried %s%s", counts, f", failed {sorted(failed)}" if failed else "")
         progress({"phase": "write", "counts": counts})
 
@@ -119,7 +134,8 @@ def partition_ranges(features: Sequence[Feature], warehouse: Warehouse,
 
 
 def extract_all(features: Sequence[Feature], warehouse: Warehouse, store: OnlineStore, *, chunk_size: int,
-                on_progress: Callable[[dict], None] | None = None) -> dict:
+                on_progress: Callable[[dict], None] | None = None,
+                statistics: StatisticsSettings | None = None, job_id: str | None = None) -> dict:
     """Compute `features` for every entity and store the values; then remove the values of
     entities that no longer exist. A feature whose query fails is left as it was (its values
     still served, none removed) and the others are refreshed fully.
@@ -139,11 +155,15 @@ def extract_all(features: Sequence[Feature], warehouse: Warehouse, store: Online
     Args:
         chunk_size: rows per streamed chunk and values per pipeline.
         on_progress: called with {"phase", "counts"} as the run advances (for job metadata).
+        statistics: when enabled, each refreshed feature's statistics and drift are computed from
+            the values as they stream, and stored under the run's `job_id` (statistics.py).
 
     Returns:
         {"features_extracted": {feature_type: count} of the features refreshed,
          "total_features": N, "failed_features": {feature_type: reason}, "removed": {...},
-         "computed_at": ISO timestamp, "stages": {stage: seconds}}
+         "computed_at": ISO timestamp, "stages": {stage: seconds}}, and with statistics
+        "statistics": {feature_type: {"count", "nulls", "distinct", "psi", "ks", "drifted"}} and
+        "drifted_features": [feature_type, ...]
 
     Raises:
         WarehouseUnavailable: the warehouse does not answer at all (nothing was written).
@@ -158,8 +178,10 @@ def extract_all(features: Sequence[Feature], warehouse: Warehouse, store: Online
     warehouse.ping(batch=True)
     store.begin_run([f.feature_type for f in features])
     stages["prepare"] = time.perf_counter() - started
+    sketches = {} if statistics is not None and statistics.enabled else None
     existing, failed = extract_values(features, warehouse, store, stamp=stamp, computed_at=computed_at,
-                                      chunk_size=chunk_size, stages=stages, on_progress=on_progress)
+                                      chunk_size=chunk_size, stages=stages, on_progress=on_progress,
+                                      sketches=sketches)
     counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
     progress = on_progress or (lambda update: None)
     progress({"phase": "remove_stale", "counts": counts})
@@ -167,7 +189,13 @@ def extract_all(features: Sequence[Feature], warehouse: Warehouse, store: Online
     removed = store.remove_stale(list(existing), stamp, 1, computed_at)
     stages["remove_stale"] = time.perf_counter() - started
     log.info("extraction done: %s values, removed %s", sum(counts.values()), removed)
-    return run_result(counts, failed, removed, computed_at, stages)
+    extra = {}
+    if sketches is not None:
+        started = time.perf_counter()
+        extra = record_run(store.redis, sketches, settings=statistics, job_id=job_id,
+                           computed_at=format_computed_at(computed_at))
+        stages["statistics"] += time.perf_counter() - started
+    return run_result(counts, failed, removed, computed_at, stages, **extra)
 
 
 def run_result(counts: dict[str, int], failed: dict[str, str], removed: dict[str, int], computed_at: int,
