@@ -6,6 +6,7 @@
     flask --app wsgi features run JOB_ID [--json]
     flask --app wsgi features demo-warehouse --users N [--url URL] [--seed 7] [--replace] [--if-missing]
     flask --app wsgi features parity [--sample 100] [--feature-type T ...] [--json]
+    flask --app wsgi features lineage [--table T [--column C]] [--json]
 
 The commands use the app's configuration (REDIS_URL, WAREHOUSE_URL, EXTRACT_QUEUE, ...). With a
 REDIS_URL they act on that deployment: `extract` starts or joins a run that the RQ workers do,
@@ -43,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from feature_store.errors import FeatureStoreError
 from feature_store.services import discovery
+from feature_store.services import lineage as lineage_service
 from feature_store.services import parity as parity_check
 from feature_store.services.jobs import RUNS_KEPT, RunStatus
 
@@ -370,6 +372,48 @@ def parity(sample: int, feature_types: tuple[str, ...], window: int, as_json: bo
                 click.echo(f"  {item['entity_id']} at {item['computed_at']}: stored {item['stored']}, "
                            f"as of then {item['as_of_value']}")
     sys.exit(1 if any(r["disagree"] for r in report["features"].values()) else 0)
+
+
+def _path_text(path: list[dict] | None) -> str:
+    if path is None:
+        return "no join key links it to the entity"
+    return " -> ".join(f"{s['table']}.{s['column']} = {s['to_table']}.{s['to_column']}" for s in path) or "the entity"
+
+
+def _columns_text(columns: dict) -> str:
+    return ", ".join(f"{column} [{', '.join(roles)}]" for column, roles in columns.items())
+
+
+@features.command("lineage")
+@click.option("--table", help="list the features that read this warehouse table")
+@click.option("--column", help="with --table: only the features that read this column of it")
+@click.option("--json", "as_json", is_flag=True, help="print discovery's lineage fields (or GET /lineage's answer)")
+def lineage(table: str | None, column: str | None, as_json: bool) -> None:
+    """Show what each feature reads (derived from its statement), or which features read a table."""
+    registry = _services().registry
+    if table is None:
+        if column is not None:
+            _fail("--column needs --table", UNAVAILABLE)
+        entries = lineage_service.every_lineage(registry)
+        if as_json:
+            return _echo_json(entries)
+        for feature_type, read in entries.items():
+            click.echo(f"{feature_type} (entity {read['entity']['table']}.{read['entity']['column']})")
+            for name in read["tables"]:
+                click.echo(f"  {name}: {_columns_text(read['columns'][name])}; via {_path_text(read['paths'][name])}")
+        return None
+    try:
+        answer = lineage_service.readers(registry, table, column)
+    except lineage_service.UnknownSource as exc:
+        _fail(f"error: {exc}", UNAVAILABLE)
+    if as_json:
+        return _echo_json(answer)
+    if not answer["features"]:
+        click.echo(f"no feature reads {table}{'.' + column if column else ''}")
+    for item in answer["features"]:
+        click.echo(f"{item['feature_type']} ({item['entity_type']}): {_columns_text(item['columns'])}; "
+                   f"via {_path_text(item['path'])}")
+    return None
 
 
 def init_app(app) -> None:
