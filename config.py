@@ -72,6 +72,16 @@ class Config:
     EXTRACT_PARTITIONS: int = field(default_factory=lambda: _env_int("EXTRACT_PARTITIONS", 1))
     # Rows per chunk when streaming a feature query, and values per Redis pipeline.
     EXTRACT_CHUNK_SIZE: int = field(default_factory=lambda: _env_int("EXTRACT_CHUNK_SIZE", 10_000))
+    # Statistics of every run (count, nulls, distinct, quantiles or top values) and drift against the
+    # previous run, computed from the values as they stream; 0 turns them off.
+    STATISTICS: bool = field(default_factory=lambda: _env_str("STATISTICS", "1") == "1")
+    # Runs of statistics kept per feature (the history GET /statistics/<feature_type> shows).
+    STATISTICS_HISTORY: int = field(default_factory=lambda: _env_int("STATISTICS_HISTORY", 30))
+    # A feature drifted when its PSI against the previous run is above this (or, when set, its KS
+    # statistic above DRIFT_KS_THRESHOLD; unset: KS is reported only).
+    DRIFT_PSI_THRESHOLD: float = field(default_factory=lambda: _env_float("DRIFT_PSI_THRESHOLD", 0.2))
+    DRIFT_KS_THRESHOLD: float | None = field(default_factory=lambda: (
+        float(_env_str("DRIFT_KS_THRESHOLD", None)) if _env_str("DRIFT_KS_THRESHOLD", None) else None))
     # Largest /training request (items), and largest request body (bytes): beyond, 413.
     TRAINING_MAX_ITEMS: int = field(default_factory=lambda: _env_int("TRAINING_MAX_ITEMS", 10_000))
     MAX_CONTENT_LENGTH: int = field(default_factory=lambda: _env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024))
@@ -86,6 +96,13 @@ class Config:
     # Optional API keys (comma-separated). None configured: the API is open.
     API_KEYS_READ: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_READ"))
     API_KEYS_ADMIN: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_ADMIN"))
+    # Per-feature max ages overriding the declarations: "feature_type=seconds,..." (0: no limit).
+    FEATURE_MAX_AGE: str | None = field(default_factory=lambda: _env_str("FEATURE_MAX_AGE", None))
+    # Real-time updates (python -m workers.stream): the warehouse's replication slot of the
+    # streaming process, the most row changes it reads per batch, and its poll interval (seconds).
+    STREAM_SLOT: str = field(default_factory=lambda: _env_str("STREAM_SLOT", "feature_store"))
+    STREAM_BATCH_CHANGES: int = field(default_factory=lambda: _env_int("STREAM_BATCH_CHANGES", 10_000))
+    STREAM_POLL_INTERVAL: float = field(default_factory=lambda: _env_float("STREAM_POLL_INTERVAL", 0.1))
     # Embedded mode only: run one extraction when the app starts, so the demo serves cached values.
     EXTRACT_ON_START: bool = field(default_factory=lambda: _env_str("EXTRACT_ON_START", "1") == "1")
 

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from feature_store.services.statistics import drift_states
+
 REQUESTS = Counter("feature_store_http_requests", "HTTP requests answered, by endpoint (route) and status",
                    ["endpoint", "method", "status"])
 LATENCY = Histogram("feature_store_http_request_duration_seconds", "Time to answer an HTTP request, by endpoint",
@@ -49,7 +51,8 @@ def count_values(source: str, n: int) -> None:
 
 class StoreCollector:
     """Metrics read from Redis at scrape time: the extraction queue's depth, the workers
-    listening on it, the recent runs (by status, their durations), and each feature's age."""
+    listening on it, the recent runs (by status, their durations), each feature's age, and its
+    drift at its last run."""
 
     def __init__(self, services) -> None:
         self.services = services
@@ -104,6 +107,27 @@ class StoreCollector:
         for feature_type, at in sorted(refreshed.items()):
             age.add_metric([feature_type], round(now - (at - datetime(1970, 1, 1)).total_seconds(), 3))
         yield age
+        yield from self._drift()
+
+    def _drift(self):
+        """Each feature's drift at its last run (services/statistics.py), for features with one."""
+        try:
+            states = drift_states(self.services.store.redis, self.services.registry.feature_types())
+        except Exception:  # noqa: BLE001 - the online store's Redis down: the other metrics still serve
+            return
+        psi = GaugeMetricFamily("feature_store_feature_drift_psi", "PSI of each feature's values at its last "
+                                "extraction run against the run before", labels=["feature_type"])
+        ks = GaugeMetricFamily("feature_store_feature_drift_ks", "KS statistic of each feature's values (numbers "
+                               "and datetimes) at its last run against the run before", labels=["feature_type"])
+        drifted = GaugeMetricFamily("feature_store_feature_drifted", "1 when a feature's last run flagged drift "
+                                    "(PSI above DRIFT_PSI_THRESHOLD), else 0", labels=["feature_type"])
+        for feature_type, state in states.items():
+            drifted.add_metric([feature_type], 1 if state["drifted"] else 0)
+            if state["psi"] is not None:
+                psi.add_metric([feature_type], state["psi"])
+            if state["ks"] is not None:
+                ks.add_metric([feature_type], state["ks"])
+        yield from (psi, ks, drifted)
 
 
 def render(services) -> bytes:

@@ -43,7 +43,7 @@ def numeric_edges(previous: FeatureSketch) -> list[float]:
     """The bins' upper edges: the previous run's deciles, in its sketch's scale, ties merged."""
     if previous.present == 0:
         return []
-    return sorted(set(previous.kll.get_quantiles(list(_DECILES))))
+    return sorted(set(previous.kll.get_quantiles(list(_DECILES), True)))
 
 
 def numeric_shares(sketch: FeatureSketch, edges: list[float]) -> list[float]:

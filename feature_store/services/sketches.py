@@ -184,7 +184,7 @@ class FeatureSketch:
         if self.present == 0:
             return {"min": None, "max": None, "mean": None, "quantiles": {}, "histogram": None}
         scale = 1e6 if self.data_type is DataType.DATETIME else 1.0
-        quantiles = self.kll.get_quantiles(list(QUANTILE_RANKS))
+        quantiles = self.kll.get_quantiles(list(QUANTILE_RANKS), True)
         return {
             "min": self.value(self.low / scale), "max": self.value(self.high / scale),
             "mean": self.value(self.total / self.present / scale) if self.data_type is DataType.DATETIME
