@@ -1,7 +1,7 @@
 """The benchmark suite (BENCHMARKS.md). Every figure is measured beside its floor in the same run.
 
     python -m bench.run [--full] [--only inference,training,extraction,scaleout,memory,cold,cursor_plan,
-                                as_of,training_sets,feature_set,metrics_cost,cluster]
+                                as_of,training_sets,feature_set,metrics_cost,cluster,statistics_cost]
 
 Quick (default, a few minutes): 20,000-user warehouse for serving, 100,000 users for extraction.
 --full: 1,000,000 users for extraction (about 6 million values), longer wrk runs.
@@ -33,6 +33,7 @@ import redis
 import requests
 
 from bench.harness import Deployment, rss_mb
+from bench.statistics_cost import bench_statistics_cost
 from feature_store.features import REGISTRY
 from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.warehouse import Warehouse, demo
@@ -1228,7 +1229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="1M-user extraction, longer load runs")
     parser.add_argument("--only", default="inference,training,extraction,scaleout,memory,cold,cursor_plan,as_of,"
-                                           "training_sets,feature_set,metrics_cost,cluster")
+                                           "training_sets,feature_set,metrics_cost,cluster,statistics_cost")
     parser.add_argument("--seconds", type=int, default=None, help="duration of each wrk run")
     args = parser.parse_args()
     args.seconds = args.seconds or (20 if args.full else 8)
@@ -1238,7 +1239,8 @@ def main() -> None:
     benches = {"inference": bench_inference, "training": bench_training, "extraction": bench_extraction,
                "scaleout": bench_scaleout, "memory": bench_memory, "cold": bench_cold,
                "cursor_plan": bench_cursor_plan, "as_of": bench_as_of, "training_sets": bench_training_sets,
-               "feature_set": bench_feature_set, "metrics_cost": bench_metrics_cost, "cluster": bench_cluster}
+               "feature_set": bench_feature_set, "metrics_cost": bench_metrics_cost, "cluster": bench_cluster,
+               "statistics_cost": bench_statistics_cost}
     for name in args.only.split(","):
         started = time.perf_counter()
         benches[name](args, report)
