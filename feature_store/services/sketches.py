@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import logging
 from datetime import datetime, timedelta
 
 import datasketches as ds
@@ -25,6 +26,8 @@ import numpy as np
 import orjson
 
 from feature_store.registry import DataType
+
+log = logging.getLogger(__name__)
 
 NUMERIC = frozenset({DataType.INTEGER, DataType.FLOAT, DataType.DATETIME})
 KLL_K = 200  # normalized rank error about 1.65% (datasketches' default)
@@ -64,12 +67,22 @@ class FeatureSketch:
         self.distinct = ds.cpc_sketch(CPC_LG_K)
         self.kll = ds.kll_doubles_sketch(KLL_K) if self.numeric else None
         self.frequent = None if self.numeric else ds.frequent_strings_sketch(FREQUENT_LG_MAX)
+        self.error: str | None = None
 
     # --- accumulation ------------------------------------------------------------------------
     def update(self, chunk: list[tuple[int, bytes]]) -> None:
-        """Add a chunk of (entity id, value JSON), as the run spools it."""
-        if not chunk:
+        """Add a chunk of (entity id, value JSON), as the run spools it. A value the sketch cannot
+        read sets `error` and stops it: the run goes on, without this feature's statistics
+        (statistics never fail a run)."""
+        if self.error is not None or not chunk:
             return
+        try:
+            self._update(chunk)
+        except (ValueError, TypeError, OverflowError) as exc:  # orjson's decode error is a ValueError
+            self.error = f"{exc.__class__.__name__}: {exc}"
+            log.warning("no statistics for this run's %s values: %s", self.data_type.value, self.error)
+
+    def _update(self, chunk: list[tuple[int, bytes]]) -> None:
         self.count += len(chunk)
         if not self.numeric:
             self._update_frequent(collections.Counter([value for _, value in chunk]))
@@ -131,7 +144,7 @@ class FeatureSketch:
     def state(self) -> dict:
         """A JSON-able form of the whole sketch, for from_state()."""
         body = {"data_type": self.data_type.value, "count": self.count, "nulls": self.nulls, "total": self.total,
-                "low": self.low, "high": self.high, "distinct": _b64(self.distinct.serialize())}
+                "low": self.low, "high": self.high, "distinct": _b64(self.distinct.serialize()), "error": self.error}
         if self.numeric:
             body["kll"] = _b64(self.kll.serialize())
         else:
@@ -142,7 +155,7 @@ class FeatureSketch:
     def from_state(cls, body: dict) -> FeatureSketch:
         sketch = cls(DataType(body["data_type"]))
         sketch.count, sketch.nulls, sketch.total = body["count"], body["nulls"], body["total"]
-        sketch.low, sketch.high = body["low"], body["high"]
+        sketch.low, sketch.high, sketch.error = body["low"], body["high"], body.get("error")
         sketch.distinct = ds.cpc_sketch.deserialize(_unb64(body["distinct"]))
         if sketch.numeric:
             sketch.kll = ds.kll_doubles_sketch.deserialize(_unb64(body["kll"]))

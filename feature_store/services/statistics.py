@@ -82,6 +82,7 @@ def merge_parts(parts: Sequence[dict[str, dict]], feature_types: Iterable[str]) 
         sketch = FeatureSketch.from_state(states[0])
         for state in states[1:]:
             sketch.merge(FeatureSketch.from_state(state))
+            sketch.error = sketch.error or state.get("error")
         merged[feature_type] = sketch
     return merged
 
@@ -113,6 +114,7 @@ def record_run(connection: redis.Redis, sketches: dict[str, FeatureSketch], *, s
     Raises:
         StoreUnavailable: Redis failed.
     """
+    sketches = {ft: sketch for ft, sketch in sketches.items() if sketch.error is None}
     feature_types = list(sketches)
     if not feature_types:
         return {"statistics": {}, "drifted_features": []}

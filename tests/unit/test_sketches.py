@@ -168,3 +168,18 @@ def test_values_turning_null_drift():
     edges = [quantile(before, r / 10) for r in range(1, 10)]
     assert found["psi"] == pytest.approx(plain_psi(plain_shares(before, edges), plain_shares(after, edges)), abs=1e-6)
     assert found["drifted"]
+
+
+def test_an_unreadable_value_stops_the_sketch_not_the_run():
+    import fakeredis
+
+    from feature_store.services.statistics import StatisticsSettings, latest_statistics, record_run
+
+    broken, fine = FeatureSketch(DataType.INTEGER), FeatureSketch(DataType.INTEGER)
+    broken.update([(1, b"3"), (2, b'"three"')])
+    fine.update([(1, b"3")])
+    assert broken.error is not None and fine.error is None
+    client = fakeredis.FakeRedis()
+    recorded = record_run(client, {"broken": broken, "fine": fine}, settings=StatisticsSettings(), job_id="j",
+                          computed_at="2026-01-01T00:00:00")
+    assert list(recorded["statistics"]) == ["fine"] and latest_statistics(client, "broken") is None
