@@ -12,12 +12,14 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from config import DEMO_WAREHOUSE_PATH, DEMO_WAREHOUSE_URL, Config
 from feature_store.features import REGISTRY
-from feature_store.online_store import OnlineStore, connect
+from feature_store.online_store import FIELDS, OnlineStore, connect
 from feature_store.online_store.local_cache import LocalCache
 from feature_store.registry import Registry
+from feature_store.services.freshness import max_ages
 from feature_store.services.jobs import ExtractionRuns
 from feature_store.services.schedule import Schedule, start_in_thread
 from feature_store.services.serving import FeatureServer
+from feature_store.versions import current_versions, unrecorded
 from feature_store.warehouse import Warehouse, describe_url
 
 log = logging.getLogger("feature_store")
@@ -70,6 +72,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         test_config: settings that override the environment's (see config.Config).
     """
     config = Config.from_env(**(test_config or {}))
+    max_age = max_ages(REGISTRY, config.FEATURE_MAX_AGE)  # a malformed override fails the start
     # Embedded mode keeps the schedule here (a malformed one fails the start); elsewhere the
     # scheduler process does.
     schedule = Schedule.parse(config.EXTRACT_SCHEDULE) if config.embedded else None
@@ -77,6 +80,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.MAX_CONTENT_LENGTH
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info(startup_line(config))
+    for feature_type in unrecorded(REGISTRY):
+        log.warning("%s: its definition changed since its last recorded version; its values are computed and "
+                    "served as a new version, listed unrecorded: run `flask --app wsgi features versions "
+                    "--record` and commit feature_store/versions.json", feature_type)
 
     if config.embedded:
         import fakeredis
@@ -102,12 +109,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not config.embedded and config.REDIS_LOCAL_CACHE and not config.REDIS_CLUSTER:
         cache = LocalCache(config.REDIS_URL, socket_timeout=config.REDIS_SOCKET_TIMEOUT,
                            connect_timeout=config.REDIS_CONNECT_TIMEOUT, max_entries=config.REDIS_LOCAL_CACHE_SIZE,
-                           ping_timeout=config.REDIS_SOCKET_TIMEOUT)
-    store = OnlineStore(client, cache)
+                           ping_timeout=config.REDIS_SOCKET_TIMEOUT, fields=FIELDS)
+    store = OnlineStore(client, cache, versions=current_versions(REGISTRY))
     runs = ExtractionRuns(rq_client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,
                           job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
                           feature_types=REGISTRY.feature_types(), warehouse_url=config.WAREHOUSE_URL)
-    services = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse), runs, warehouse, store,
+    services = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse, max_age), runs, warehouse, store,
                         heavy=threading.BoundedSemaphore(max(1, config.TRAINING_SET_CONCURRENCY)))
     app.extensions["feature_store"] = services
 

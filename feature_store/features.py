@@ -26,6 +26,9 @@ QUOTE = Entity("quote_id", "quotes")
 PAYMENT_TRANSACTION = Entity("payment_transaction_id", "payment_transactions")
 
 CATALOG_DATE = datetime(2025, 1, 1)
+# How old a served value may be before it is recomputed on read (FEATURE_MAX_AGE overrides): a
+# day for what changes with every payment or binding, a week for a payment's type, set once.
+DAY = timedelta(days=1)
 
 
 def _whole_seconds(start: datetime, end: datetime | None) -> int | None:
@@ -51,6 +54,7 @@ REGISTRY.register(Feature(
     entity=USER,
     data_type=DataType.DATETIME,
     created_at=CATALOG_DATE,
+    max_age=DAY,
     query=lambda q: (
         q.select(User, earliest(PaymentTransaction.created_at))
         .outerjoin(Policy, q.on(Policy, Policy.user_id == User.id))
@@ -70,6 +74,7 @@ REGISTRY.register(Feature(
     entity=QUOTE,
     data_type=DataType.INTEGER,
     created_at=CATALOG_DATE,
+    max_age=DAY,
     query=lambda q: q.select(Quote, Quote.created_at, Quote.bound_at),
     value=_whole_seconds,
 ))
@@ -82,6 +87,7 @@ REGISTRY.register(Feature(
     entity=USER,
     data_type=DataType.INTEGER,
     created_at=CATALOG_DATE,
+    max_age=DAY,
     query=lambda q: (
         q.select(User, func.count(PaymentTransaction.id))
         .outerjoin(Policy, q.on(Policy, Policy.user_id == User.id))
@@ -101,6 +107,7 @@ REGISTRY.register(Feature(
     entity=PAYMENT_TRANSACTION,
     data_type=DataType.STRING,
     created_at=CATALOG_DATE,
+    max_age=7 * DAY,
     query=lambda q: q.select(PaymentTransaction, PaymentTransaction.payment_type),
 ))
 

@@ -11,7 +11,7 @@ import enum
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -104,7 +104,11 @@ class Feature:
             (entity, instant) rows (as-of values for training).
         value: turns a row's inputs into the feature value (default: the single input). Kept in
             Python where SQL dialects disagree (timestamp arithmetic on SQLite text).
-        version: bumped when the definition changes meaning (reported by discovery).
+        max_age: how old a served value may be (None: no limit). An older cached value is
+            recomputed on read; FEATURE_MAX_AGE overrides it per deployment (services/freshness.py).
+
+    A feature's version is not declared: it is derived from its query and value function
+    (feature_store/versions.py), so it cannot be forgotten.
     """
 
     feature_type: str
@@ -115,7 +119,7 @@ class Feature:
     created_at: datetime
     query: Callable[[Any], Any]
     value: Callable[..., Any] = single_input
-    version: int = 1
+    max_age: timedelta | None = None
 
     def __post_init__(self) -> None:
         if not _FEATURE_TYPE.fullmatch(self.feature_type):
@@ -160,7 +164,6 @@ class Feature:
             "entity_type": self.entity.entity_type,
             "data_type": self.data_type.value,
             "created_at": _encode_datetime(self.created_at),
-            "version": self.version,
         }
 
 

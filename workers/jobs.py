@@ -29,6 +29,7 @@ from feature_store.services.extraction import (
 from feature_store.services.jobs import promote_run
 from feature_store.services.partitions import RunPartitions
 from feature_store.services.run_slots import RunSlots
+from feature_store.versions import current_versions
 from feature_store.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ class PartitionFailed(FeatureStoreError):
 
 class FeaturesFailed(FeatureStoreError):
     """Some features of the run could not be refreshed (the job's meta holds the result)."""
+
+
+def _epoch_seconds(iso: str) -> int:
+    return int((datetime.fromisoformat(iso) - datetime(1970, 1, 1)).total_seconds())
 
 
 def _now_iso() -> str:
@@ -81,6 +86,8 @@ def extract_features(warehouse_url: str | None = None) -> dict:
             else:
                 result = extract_all(features, warehouse, store, chunk_size=config.EXTRACT_CHUNK_SIZE,
                                      on_progress=on_progress)
+            if result["features_extracted"]:
+                store.note_refreshed(result["features_extracted"], job.id, _epoch_seconds(result["computed_at"]))
         except FeatureStoreError as exc:
             # A clean failure (warehouse or store down): say why, and don't retry it now; retries are
             # for runs whose worker died (RQ's abandoned-job handling).
@@ -113,10 +120,11 @@ def extract_features(warehouse_url: str | None = None) -> dict:
 def _online_store(job, config: Config) -> OnlineStore:
     """The online store: the job's own Redis, unless the values live elsewhere (a cluster, or a
     Redis of their own beside RQ's: RQ_REDIS_URL)."""
+    versions = current_versions(REGISTRY)
     if config.REDIS_URL is None or not config.separate_rq_redis:
-        return OnlineStore(job.connection)
+        return OnlineStore(job.connection, versions=versions)
     return OnlineStore(connect(config.REDIS_URL, socket_timeout=30.0, connect_timeout=5.0,
-                               cluster=config.REDIS_CLUSTER))
+                               cluster=config.REDIS_CLUSTER), versions=versions)
 
 
 def _begin(job, slots: RunSlots) -> list[str] | None:

@@ -66,6 +66,8 @@ class Value:
     `ok` is False when the server had no value for the item (unknown feature type, an entity that
     does not exist, or did not exist at `as_of`); `error` then says why and `value` is None.
     `value` is the JSON value as served: datetimes are ISO 8601 strings (training_set() types them).
+    `age_seconds` is the value's age when served; `stale` is True when it is older than its
+    feature's max age and was served because the warehouse could not recompute it.
     """
 
     feature_type: str
@@ -74,6 +76,8 @@ class Value:
     computed_at: datetime | None
     as_of: datetime | None = None
     error: str | None = None
+    age_seconds: int | None = None
+    stale: bool = False
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -86,7 +90,8 @@ class Value:
         return cls(feature_type=body.get("feature_type"), entity_id=body.get("entity_id"),
                    value=body.get("feature_value"), computed_at=parse_time(body.get("computed_at")),
                    as_of=parse_time(body.get("as_of")),
-                   error=None if ok else (body.get("error") or "no value"), raw=body)
+                   error=None if ok else (body.get("error") or "no value"),
+                   age_seconds=body.get("age_seconds"), stale=body.get("stale") is True, raw=body)
 
 
 @dataclass(frozen=True)

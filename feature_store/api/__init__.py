@@ -27,6 +27,7 @@ from feature_store.api.schemas import (
     TrainingRequestSchema,
     first_error,
 )
+from feature_store.online_store import now_seconds
 from feature_store.services import discovery
 from feature_store.services import parity as parity_check
 
@@ -214,7 +215,8 @@ def training():
     services = _services()
     lookups = services.server.lookup(items if items is not None else _items(body))
     known = services.registry.feature_types()
-    results = [lookup_answer(lookup, known)[1] for lookup in lookups]
+    now = now_seconds()
+    results = [lookup_answer(lookup, known, now)[1] for lookup in lookups]
     successful = sum(1 for lookup in lookups if lookup.error is None)
     return json_response({"results": results, "total_requested": len(results), "total_successful": successful})
 

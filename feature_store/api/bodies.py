@@ -16,7 +16,7 @@ from feature_store.errors import (
     WarehouseDataError,
     WarehouseUnavailable,
 )
-from feature_store.online_store import format_computed_at
+from feature_store.online_store import format_computed_at, now_seconds
 from feature_store.services.serving import UNKNOWN_FEATURE, Lookup
 from feature_store.services.training_sets import parse_instant
 
@@ -107,21 +107,26 @@ def feature_set_answer(name: str, entity_id: str, lookups: list[Lookup] | None, 
         when = f"did not exist at {format_instant(as_of)}" if as_of is not None else "does not exist"
         body.update(values=None, success=False, error=f"no {name} values: entity {entity_id!r} {when}")
         return 404, body
+    now = now_seconds()
     body["values"] = {lookup.feature_type: {"feature_value": orjson.Fragment(lookup.value),
-                                            "computed_at": format_computed_at(lookup.computed_at)}
+                                            "computed_at": format_computed_at(lookup.computed_at),
+                                            "age_seconds": max(0, now - lookup.computed_at), "stale": lookup.stale}
                       for lookup in lookups}
     body["success"] = True
     return 200, body
 
 
-def lookup_answer(lookup: Lookup, known_feature_types: list[str]) -> tuple[int, dict]:
-    """(HTTP status, body) of one lookup, as /inference answers it (and /training lists it)."""
+def lookup_answer(lookup: Lookup, known_feature_types: list[str], now: int | None = None) -> tuple[int, dict]:
+    """(HTTP status, body) of one lookup, as /inference answers it (and /training lists it).
+    `age_seconds` is the value's age at `now` (default: the current second)."""
     if lookup.error is None:
         body = {
             "feature_type": lookup.feature_type,
             "entity_id": lookup.entity_id,
             "feature_value": orjson.Fragment(lookup.value),
             "computed_at": format_computed_at(lookup.computed_at),
+            "age_seconds": max(0, (now_seconds() if now is None else now) - lookup.computed_at),
+            "stale": lookup.stale,
             "success": True,
         }
         if lookup.as_of is not None:

@@ -5,6 +5,8 @@ Fields of each hash:
     computed_at  when the value was computed: integer seconds since the Unix epoch (UTC); a
                  32-bit integer keeps the small hash in a smaller allocation than a timestamp
                  string, and makes "older than this run" one comparison
+    version      the fingerprint of the feature's definition that computed it (versions.py); a
+                 value of another fingerprint is not served (it reads as not cached)
 
 Beside the values, per feature type, the ids an extraction run needs to find the values of gone
 entities without a scan (id_records.py).
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -33,7 +35,7 @@ from feature_store.online_store.id_records import IdRecords, decode_ids, on_dema
 from feature_store.online_store.local_cache import LocalCache
 
 EPOCH = datetime(1970, 1, 1)
-FIELDS = ("value", "computed_at")
+FIELDS = ("value", "computed_at", "version")
 
 # Delete a value only if it is not newer than the run that found its entity gone: a value written
 # after the run's second (on demand, for an entity created after the run's snapshot) stays. A value
@@ -59,6 +61,8 @@ def key(feature_type: str, entity_id: str) -> str:
 
 
 RUN_STAMP_KEY = "feature-store:extraction:last-computed-at"
+# {feature_type: JSON {"computed_at", "job_id"}} of the last run that refreshed each feature.
+REFRESHED_KEY = "feature-store:refreshed"
 
 # Each extraction run's computed_at is later than the previous run's, even within one second,
 # so "computed before this run" is one comparison.
@@ -106,10 +110,12 @@ def _store_error(exc: redis.RedisError) -> StoreUnavailable:
     return StoreUnavailable("the online store (Redis) is unreachable or not answering")
 
 
-def _checked(value: bytes | None, computed_at: bytes | None) -> tuple[bytes, int] | None:
-    """A stored (value, computed_at), or None when absent or not in the layout (another writer's
-    hash, a half-written one): such a value is treated as not cached, so it is recomputed."""
-    if value is None:
+def _checked(value: bytes | None, computed_at: bytes | None, version: bytes | None,
+             current: bytes | None) -> tuple[bytes, int] | None:
+    """A stored (value, computed_at), or None when absent, of another version than `current`, or
+    not in the layout (another writer's hash, a half-written one): such a value is treated as not
+    cached, so it is recomputed."""
+    if value is None or version != current:
         return None
     try:
         orjson.loads(value)
@@ -121,9 +127,14 @@ def _checked(value: bytes | None, computed_at: bytes | None) -> tuple[bytes, int
 class OnlineStore:
     """Reads and writes feature values in Redis (or an in-process fakeredis in embedded mode)."""
 
-    def __init__(self, client: redis.Redis, local_cache: LocalCache | None = None) -> None:
+    def __init__(self, client: redis.Redis, local_cache: LocalCache | None = None,
+                 versions: Mapping[str, str] | None = None) -> None:
+        """`versions`: {feature_type: fingerprint} (versions.current_versions). Each value of such a
+        feature is written with its version and served only while it is the current one; a feature
+        type not named there is stored without a version (as unit tests of the layout do)."""
         self.redis = client
         self.local_cache = local_cache
+        self.versions = {ft: v.encode() for ft, v in (versions or {}).items()}
         self.cluster = isinstance(client, RedisCluster)
         # fakeredis (embedded mode, unit tests) speaks through redis-py's command API only; on a
         # cluster, packed commands go to each key's node (batch_writer).
@@ -131,6 +142,10 @@ class OnlineStore:
         self._delete_if_older = client.register_script(_DELETE_IF_OLDER)
         self._next_run_stamp = client.register_script(_NEXT_RUN_STAMP)
         self.records = IdRecords(client, self._delete_if_older)
+
+    def _version_field(self, feature_type: str) -> tuple:
+        version = self.versions.get(feature_type)
+        return () if version is None else ("version", version)
 
     def ping(self) -> None:
         """Check that Redis answers.
@@ -170,7 +185,9 @@ class OnlineStore:
                     replies = pipe.execute()
         except redis.RedisError as exc:
             raise _store_error(exc) from exc
-        return [_checked(value, computed_at) for value, computed_at in replies]
+        versions = self.versions
+        return [_checked(value, computed_at, version, versions.get(feature_type))
+                for (feature_type, _), (value, computed_at, version) in zip(keys, replies, strict=True)]
 
     def write(self, feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int, *,
               on_demand: bool = False) -> int:
@@ -189,15 +206,15 @@ class OnlineStore:
             return 0
         try:
             if not self._raw_protocol:
+                tail = ("computed_at", computed_at, *self._version_field(feature_type))
                 with self.redis.pipeline(transaction=False) as pipe:
                     for entity_id, value in values:
-                        pipe.execute_command("HSET", f"{feature_type}:{entity_id}", "value", value,
-                                             "computed_at", computed_at)
+                        pipe.execute_command("HSET", f"{feature_type}:{entity_id}", "value", value, *tail)
                     if on_demand:
                         pipe.sadd(on_demand_key(feature_type), *(str(entity_id) for entity_id, _ in values))
                     pipe.execute()
                 return len(values)
-            payload = _pack_hsets(feature_type, values, computed_at)
+            payload = _pack_hsets(feature_type, values, computed_at, self.versions.get(feature_type))
             if on_demand:
                 payload += _pack_command([b"SADD", on_demand_key(feature_type).encode(),
                                           *(str(entity_id).encode() for entity_id, _ in values)])
@@ -244,7 +261,7 @@ class OnlineStore:
             nonlocal in_flight
             if not chunk:
                 return
-            payload = _pack_hsets(feature_type, chunk, computed_at)
+            payload = _pack_hsets(feature_type, chunk, computed_at, self.versions.get(feature_type))
             for _ in range(in_flight):
                 conn.read_response()
             in_flight = 0
@@ -298,7 +315,8 @@ class OnlineStore:
                     pool = self.redis.get_redis_connection(node).connection_pool
                     conn = pool.get_connection()
                     sent.append((pool, conn, len(values)))
-                    conn.send_packed_command([_pack_hsets(feature_type, values, computed_at)])
+                    conn.send_packed_command([_pack_hsets(feature_type, values, computed_at,
+                                                          self.versions.get(feature_type))])
                 for _, conn, count in sent:
                     for _ in range(count):
                         conn.read_response()
@@ -320,6 +338,37 @@ class OnlineStore:
                 self.redis.script_load(_DELETE_IF_OLDER)
             except redis.RedisError as exc:
                 raise _store_error(exc) from exc
+
+    def note_refreshed(self, feature_types: Iterable[str], job_id: str, computed_at: int) -> None:
+        """Record that run `job_id` refreshed `feature_types` with values computed at `computed_at`
+        (a later record is never replaced by an earlier run's, whichever ends last)."""
+        try:
+            current = self.refreshed()
+            fresh = {ft: orjson.dumps({"computed_at": computed_at, "job_id": job_id}) for ft in feature_types
+                     if ft not in current or current[ft]["computed_at"] <= computed_at}
+            if fresh:
+                self.redis.hset(REFRESHED_KEY, mapping=fresh)
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+
+    def refreshed(self) -> dict[str, dict]:
+        """{feature_type: {"computed_at": epoch seconds, "job_id"}} of the last run that refreshed
+        each feature (features never refreshed by a run are absent).
+
+        Raises:
+            StoreUnavailable: Redis is unreachable.
+        """
+        try:
+            raw = self.redis.hgetall(REFRESHED_KEY)
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+        records = {}
+        for feature_type, record in raw.items():
+            try:
+                records[feature_type.decode()] = orjson.loads(record)
+            except (orjson.JSONDecodeError, UnicodeDecodeError):
+                continue
+        return records
 
     # --- extraction runs' id records (see id_records.py) -----------------------------------------
     def begin_run(self, feature_types: Sequence[str]) -> dict[str, int]:
@@ -350,13 +399,17 @@ def _pack_command(args: Sequence[bytes]) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)
 
 
-def _pack_hsets(feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int) -> bytes:
+def _pack_hsets(feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int,
+                version: bytes | None = None) -> bytes:
     # Batch extraction's hot loop: the HSETs packed into one RESP buffer (a third of the cost of
     # building them through redis-py's pipeline).
     prefix = feature_type.encode() + b":"
     stamp = str(computed_at).encode()
     tail = b"$11\r\ncomputed_at\r\n$%d\r\n%s\r\n" % (len(stamp), stamp)
-    command = b"*6\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n$5\r\nvalue\r\n$%d\r\n%s\r\n" + tail
+    if version is not None:
+        tail += b"$7\r\nversion\r\n$%d\r\n%s\r\n" % (len(version), version)
+    command = (b"*%d\r\n$4\r\nHSET\r\n" % (6 if version is None else 8)
+               + b"$%d\r\n%s\r\n$5\r\nvalue\r\n$%d\r\n%s\r\n" + tail)
     parts = []
     append = parts.append
     for entity_id, value in values:

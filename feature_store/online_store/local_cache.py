@@ -51,12 +51,15 @@ class LocalCache:
         url: the Redis URL of the online store.
         socket_timeout, connect_timeout: as for the store's own client (fail fast).
         max_entries: size bound; past it the oldest entries are dropped.
+        fields: the hash fields each read returns (HMGET), in order.
         ping_interval, ping_timeout: how often the listener checks Redis, and how long it waits.
     """
 
     def __init__(self, url: str, *, socket_timeout: float = 0.5, connect_timeout: float = 0.5,
-                 max_entries: int = 100_000, ping_interval: float = 0.2, ping_timeout: float = 0.5) -> None:
+                 max_entries: int = 100_000, ping_interval: float = 0.2, ping_timeout: float = 0.5,
+                 fields: tuple[str, ...] = ("value", "computed_at")) -> None:
         self.max_entries = max_entries
+        self.fields = fields
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self._entries: dict[bytes, tuple[bytes, int]] = {}
@@ -78,7 +81,7 @@ class LocalCache:
 
     # --- reads -----------------------------------------------------------------------------------
     def read(self, keys: list[bytes]) -> list[tuple[bytes, bytes] | tuple[None, None] | list]:
-        """HMGET value computed_at of each key: from the cache where valid, else one pipelined
+        """HMGET `fields` of each key: from the cache where valid, else one pipelined
         round trip on a tracking connection. Raises redis errors as the client would."""
         self._ensure_started()
         generation, redirect = self._generation, self._redirect_id
@@ -122,7 +125,7 @@ class LocalCache:
                         del self._pending[key]
                     if replies is None:
                         continue
-                    reply = (replies[n][0], replies[n][1])
+                    reply = tuple(replies[n])
                     if current is not pending:
                         self._late_reply(key, reply, current)
                         continue
@@ -173,9 +176,9 @@ class LocalCache:
                     self._tracking_ids[id(conn)] = client_id
                 conn._tracking = (conn._sock, generation)
             if len(keys) == 1:
-                conn.send_command("HMGET", keys[0], "value", "computed_at")
+                conn.send_command("HMGET", keys[0], *self.fields)
                 return [conn.read_response()]
-            conn.send_packed_command(conn.pack_commands([("HMGET", key, "value", "computed_at") for key in keys]))
+            conn.send_packed_command(conn.pack_commands([("HMGET", key, *self.fields) for key in keys]))
             return [conn.read_response() for _ in keys]
         except BaseException:
             conn.disconnect()

@@ -1,16 +1,27 @@
-"""Serving feature values: cached in the online store, computed on demand on a miss."""
+"""Serving feature values: cached in the online store, computed on demand on a miss.
+
+Freshness: a feature may have a max age (`Feature.max_age`, overridable with FEATURE_MAX_AGE). A
+cached value older than it is recomputed on read like a miss (set-based, stored). When the
+warehouse cannot be reached for that recomputation, the stale value is served, marked `stale`,
+rather than failing the request: an old value the caller can see is old beats a 503 on the hot
+path. (A value that is not cached at all still needs the warehouse: 503 without it.) After such a
+failure, stale values are served without asking the warehouse for STALE_RETRY_SECONDS, so that
+an outage does not add the warehouse's timeout to every read of an old value."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
 from feature_store import metrics
+from feature_store.errors import WarehouseUnavailable
 from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.registry import Entity, Registry
 from feature_store.warehouse import Warehouse
 
+STALE_RETRY_SECONDS = 5.0
 NOT_FOUND = "not_found"
 UNKNOWN_FEATURE = "unknown_feature"
 
@@ -28,16 +39,21 @@ class Lookup(NamedTuple):
     computed_at: int | None = None
     error: str | None = None
     as_of: datetime | None = None  # the instant of an as-of value (naive UTC)
+    stale: bool = False  # older than its feature's max age, served because the warehouse failed
 
 
 class FeatureServer:
     """Looks up feature values for inference and training."""
 
-    def __init__(self, registry: Registry, store: OnlineStore, warehouse: Warehouse) -> None:
+    def __init__(self, registry: Registry, store: OnlineStore, warehouse: Warehouse,
+                 max_ages: dict[str, int | None] | None = None) -> None:
+        """`max_ages`: {feature_type: seconds, or None for no max age} (freshness.max_ages)."""
         self.registry = registry
         self.store = store
         self.warehouse = warehouse
         self._known = frozenset(registry.feature_types())
+        self.max_ages = {ft: age for ft, age in (max_ages or {}).items() if age is not None}
+        self._warehouse_failed_at = float("-inf")  # monotonic time of the last failed recomputation
 
     def lookup(self, requests: Sequence[tuple[str, str] | tuple[str, str, datetime | None]]) -> list[Lookup]:
         """The value of each (feature_type, entity_id) or (feature_type, entity_id, as_of), in
@@ -74,19 +90,38 @@ class FeatureServer:
         cached = self.store.read([requests[i][:2] for i in to_read]) if to_read else []
         hits = 0
         misses: dict[str, list[int]] = {}
+        stale: dict[int, tuple[bytes, int]] = {}  # position -> the cached value past its max age
+        max_ages, now = self.max_ages, now_seconds()
         for i, hit in zip(to_read, cached, strict=True):
             feature_type, entity_id = requests[i][0], requests[i][1]
             if hit is None:
+                misses.setdefault(feature_type, []).append(i)
+            elif feature_type in max_ages and now - hit[1] > max_ages[feature_type]:
+                stale[i] = hit
                 misses.setdefault(feature_type, []).append(i)
             else:
                 hits += 1
                 results[i] = Lookup(feature_type, entity_id, hit[0], hit[1])
         metrics.count_values("cache", hits)
+        metrics.count_values("expired", len(stale))
 
         for feature_type, positions in misses.items():
             feature = self.registry.get(feature_type)
             computed_at = now_seconds()
-            values = self.warehouse.compute(feature, (int(requests[i][1]) for i in positions))
+            only_stale = all(i in stale for i in positions)
+            values = None
+            if not only_stale or time.monotonic() - self._warehouse_failed_at >= STALE_RETRY_SECONDS:
+                try:
+                    values = self.warehouse.compute(feature, (int(requests[i][1]) for i in positions))
+                except WarehouseUnavailable:
+                    if not only_stale:
+                        raise
+                    self._warehouse_failed_at = time.monotonic()
+            if values is None:  # every one is stale, and the warehouse cannot recompute them now
+                metrics.count_values("stale", len(positions))
+                for i in positions:
+                    results[i] = Lookup(feature_type, requests[i][1], *stale[i], stale=True)
+                continue
             self.store.write(feature_type, ((str(eid), v) for eid, v in values.items()), computed_at,
                              on_demand=True)
             metrics.count_values("on_demand", len(values))

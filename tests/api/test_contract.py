@@ -10,6 +10,8 @@ import re
 import pytest
 from sqlalchemy import event
 
+from feature_store.features import REGISTRY
+from feature_store.versions import fingerprint
 from tests import scenario
 
 BASE = "/api/v1/features"
@@ -52,11 +54,13 @@ def test_inference_computes_every_value_on_demand_and_then_serves_it_cached(clie
         assert first.status_code == 200, first.get_json()
         body = first.get_json()
         assert body == {"feature_type": feature_type, "entity_id": entity_id, "feature_value": value,
-                        "computed_at": body["computed_at"], "success": True}
-        assert ISO.match(body["computed_at"])
+                        "computed_at": body["computed_at"], "age_seconds": body["age_seconds"], "stale": False,
+                        "success": True}
+        assert ISO.match(body["computed_at"]) and body["age_seconds"] in (0, 1)  # just computed
         assert fake_redis.exists(f"{feature_type}:{entity_id}")
         again = infer(client, feature_type, entity_id).get_json()
-        assert again == body  # same computed_at: served from the store, not recomputed
+        # Same computed_at: served from the store, not recomputed (only its age may have grown).
+        assert again == body | {"age_seconds": again["age_seconds"]} and again["age_seconds"] >= body["age_seconds"]
 
 
 def test_inference_accepts_integer_entity_ids_beyond_2_to_the_53(client):
@@ -198,7 +202,8 @@ def test_extract_waits_and_answers_with_the_seed_body(client, fake_redis):
     for feature_type, values in EXPECTED.items():
         for entity_id in values:
             stored = fake_redis.hgetall(f"{feature_type}:{entity_id}")
-            assert set(stored) == {b"value", b"computed_at"}
+            assert set(stored) == {b"value", b"computed_at", b"version"}
+            assert stored[b"version"].decode() == fingerprint(REGISTRY.get(feature_type))
 
 
 def test_extract_without_waiting_is_202_and_the_job_can_be_followed(client):

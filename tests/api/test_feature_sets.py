@@ -32,7 +32,9 @@ def test_a_feature_set_is_served_for_one_entity(client, fake_redis, entity_id):
     for feature_type, answer in body["values"].items():
         assert answer["feature_value"] == EXPECTED[feature_type]["3"]
         single = client.post(f"{BASE}/inference", json={"feature_type": feature_type, "entity_id": 3}).get_json()
-        assert answer == {"feature_value": single["feature_value"], "computed_at": single["computed_at"]}
+        assert answer == {"feature_value": single["feature_value"], "computed_at": single["computed_at"],
+                          "age_seconds": answer["age_seconds"], "stale": False}
+        assert 0 <= answer["age_seconds"] <= single["age_seconds"]
 
 
 def test_a_missing_value_is_computed_on_demand(client, fake_redis):

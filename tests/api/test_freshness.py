@@ -1,0 +1,89 @@
+"""Freshness: every value answer carries its age; a cached value older than its feature's max age
+is recomputed on read; when the warehouse cannot recompute it, it is served marked stale."""
+
+from __future__ import annotations
+
+import pytest
+
+from feature_store import create_app
+from feature_store.features import REGISTRY
+from feature_store.online_store import now_seconds
+from feature_store.services.freshness import max_ages
+from tests.conftest import free_port
+
+BASE = "/api/v1/features"
+FAILED = "user_failed_transaction_count"
+DAY = 24 * 3600
+
+
+def infer(client, feature_type, entity_id):
+    return client.post(f"{BASE}/inference", json={"feature_type": feature_type, "entity_id": entity_id})
+
+
+def plant(store, feature_type, entity_id, value: bytes, age: int) -> int:
+    """Store `value` as if computed `age` seconds ago (with the feature's current version)."""
+    computed_at = now_seconds() - age
+    store.write(feature_type, [(entity_id, value)], computed_at)
+    return computed_at
+
+
+def test_max_ages_come_from_the_declarations_and_the_environment_overrides_them():
+    assert max_ages(REGISTRY) == {"user_policy_time_of_purchase": DAY, "quote_creation_to_binding_time": DAY,
+                                  FAILED: DAY, "payment_type": 7 * DAY}
+    ages = max_ages(REGISTRY, f" {FAILED}=60 , payment_type=0")
+    assert ages[FAILED] == 60 and ages["payment_type"] is None and ages["quote_creation_to_binding_time"] == DAY
+
+
+@pytest.mark.parametrize("overrides, says", [("nope=5", "not feature_type=seconds"), (FAILED, "not feature_type"),
+                                              (f"{FAILED}=1.5", "whole number"), (f"{FAILED}=-1", "whole number")])
+def test_a_malformed_max_age_override_fails_the_start(scenario_sqlite, overrides, says):
+    with pytest.raises(ValueError, match=says):
+        create_app({"REDIS_URL": None, "WAREHOUSE_URL": scenario_sqlite, "FEATURE_MAX_AGE": overrides})
+
+
+def test_a_value_within_its_max_age_is_served_from_the_store_with_its_age(client, embedded_app):
+    store = embedded_app.extensions["feature_store"].store
+    plant(store, FAILED, 2, b"41", age=DAY - 60)  # not the warehouse's value (2): proves it is the cached one
+    body = infer(client, FAILED, 2).get_json()
+    assert body["feature_value"] == 41 and body["stale"] is False
+    assert DAY - 60 <= body["age_seconds"] <= DAY - 58
+
+
+def test_a_value_past_its_max_age_is_recomputed_on_read(client, embedded_app):
+    store = embedded_app.extensions["feature_store"].store
+    plant(store, FAILED, 2, b"41", age=DAY + 60)
+    body = infer(client, FAILED, 2).get_json()
+    assert body["feature_value"] == 2 and body["stale"] is False and body["age_seconds"] <= 1
+    assert store.read([(FAILED, "2")])[0][0] == b"2"  # and stored afresh
+    # /training recomputes old values set-based, beside fresh ones.
+    plant(store, FAILED, 2, b"41", age=DAY + 60)
+    plant(store, FAILED, 3, b"42", age=10)
+    items = [{"feature_type": FAILED, "entity_id": i} for i in (2, 3)]
+    results = client.post(f"{BASE}/training", json={"features": items}).get_json()["results"]
+    assert [r["feature_value"] for r in results] == [2, 42]
+
+
+def test_a_max_age_override_applies(scenario_sqlite, make_app):
+    app = make_app(REDIS_URL=None, WAREHOUSE_URL=scenario_sqlite, EXTRACT_ON_START=False,
+                   FEATURE_MAX_AGE=f"{FAILED}=0")
+    plant(app.extensions["feature_store"].store, FAILED, 2, b"41", age=100 * DAY)
+    assert infer(app.test_client(), FAILED, 2).get_json()["feature_value"] == 41  # no limit
+
+
+def test_a_stale_value_is_served_marked_stale_when_the_warehouse_is_down(redis_url, make_app):
+    app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    client = app.test_client()
+    store = app.extensions["feature_store"].store
+    computed_at = plant(store, FAILED, 2, b"41", age=DAY + 60)
+    for _ in range(2):  # the second within the retry pause: served at once, still stale
+        response = infer(client, FAILED, 2)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert body["feature_value"] == 41 and body["stale"] is True and body["age_seconds"] >= DAY + 60
+    assert store.read([(FAILED, "2")])[0] == (b"41", computed_at)  # kept as it was
+    # A value not cached at all still needs the warehouse: 503, as before.
+    assert infer(client, FAILED, 3).status_code == 503
+    # A feature set answers the same way for its stale values.
+    plant(store, "user_policy_time_of_purchase", 2, b'"2025-01-01T00:00:00"', age=DAY + 60)
+    values = client.post(f"{BASE}/inference", json={"feature_set": "underwriting_v1", "entity_id": 2}).get_json()
+    assert values["success"] is True and all(v["stale"] for v in values["values"].values())
