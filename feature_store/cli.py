@@ -7,6 +7,7 @@
     flask --app wsgi features demo-warehouse --users N [--url URL] [--seed 7] [--replace] [--if-missing]
     flask --app wsgi features parity [--sample 100] [--feature-type T ...] [--json]
     flask --app wsgi features lineage [--table T [--column C]] [--json]
+    flask --app wsgi features stream-slot status|drop [--slot NAME]
 
 The commands use the app's configuration (REDIS_URL, WAREHOUSE_URL, EXTRACT_QUEUE, ...). With a
 REDIS_URL they act on that deployment: `extract` starts or joins a run that the RQ workers do,
@@ -20,7 +21,7 @@ Exit codes:
        store (Redis) or the warehouse is unreachable
     3  extract: no worker listens on the extraction queue (the run stays queued, its job id is
        printed, and it starts when a worker does)
-    4  run: no extraction run has that job id (unknown, or expired)
+    4  run: no extraction run has that job id (unknown, or expired); stream-slot: no such slot
     5  the run is not over yet (extract: still queued or running when --timeout ran out; run:
        queued or started); its job id is printed
   130  extract: interrupted (Ctrl-C) while waiting; the run goes on
@@ -414,6 +415,63 @@ def lineage(table: str | None, column: str | None, as_json: bool) -> None:
         click.echo(f"{item['feature_type']} ({item['entity_type']}): {_columns_text(item['columns'])}; "
                    f"via {_path_text(item['path'])}")
     return None
+
+
+@features.group("stream-slot")
+def stream_slot() -> None:
+    """The streaming process's replication slot on the warehouse (STREAM_SLOT)."""
+
+
+def _slot(name: str | None):
+    from feature_store.streaming.slot import Slot
+
+    url = _services().config.WAREHOUSE_URL
+    if make_url(url).get_backend_name() != "postgresql":
+        _fail("the warehouse is not PostgreSQL: there is no replication slot", UNAVAILABLE)
+    try:
+        return Slot(url, name or _services().config.STREAM_SLOT)
+    except ValueError as exc:
+        _fail(f"error: {exc}", UNAVAILABLE)
+
+
+@stream_slot.command("status")
+@click.option("--slot", "name", help="the slot's name  [default: STREAM_SLOT]")
+@click.option("--json", "as_json", is_flag=True, help="print it as JSON")
+def stream_slot_status(name: str | None, as_json: bool) -> None:
+    """Show the slot: its confirmed position and the WAL it keeps (exit 4 when there is none)."""
+    slot = _slot(name)
+    try:
+        state = slot.state()
+    except SQLAlchemyError as exc:
+        _fail(f"error: the warehouse is unreachable: {exc.__class__.__name__}", UNAVAILABLE)
+    finally:
+        slot.dispose()
+    if state is None:
+        _fail(f"no replication slot {slot.name!r} on this warehouse", NOT_FOUND)
+    if as_json:
+        return _echo_json(state.as_dict())
+    click.echo(f"slot {state.slot}: confirmed {state.confirmed_lsn}, {state.lag_bytes:,} bytes of WAL kept "
+               f"behind {state.current_lsn} ({state.wal_status}{', in use' if state.active else ''})")
+    return None
+
+
+@stream_slot.command("drop")
+@click.option("--slot", "name", help="the slot's name  [default: STREAM_SLOT]")
+def stream_slot_drop(name: str | None) -> None:
+    """Drop the slot, freeing the WAL it keeps (stop the streaming process first: a process that
+    starts again creates a new slot, which streams only the changes committed after it)."""
+    slot = _slot(name)
+    try:
+        dropped = slot.drop()
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+        _fail(f"error: could not drop slot {slot.name!r}: {reason[0] if reason else exc.__class__.__name__}",
+              UNAVAILABLE)
+    finally:
+        slot.dispose()
+    if not dropped:
+        _fail(f"no replication slot {slot.name!r} on this warehouse", NOT_FOUND)
+    click.echo(f"dropped replication slot {slot.name!r}")
 
 
 def init_app(app) -> None:

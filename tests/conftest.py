@@ -400,3 +400,90 @@ def start_worker(redis_url):
     yield start
     for worker in workers:
         worker.stop()
+
+
+@dataclass
+class LogicalPostgres:
+    """A private PostgreSQL cluster with wal_level = logical (the streaming tests' warehouse)."""
+
+    folder: Path
+    port: int
+    pg_ctl: list[str]
+
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    def restart(self) -> None:
+        """A warehouse restart (every connection is dropped), back up when this returns."""
+        subprocess.run([*self.pg_ctl, "restart", "-m", "fast", "-w", "-t", "60", "-o", self._options()],
+                       check=True, capture_output=True, timeout=90)
+
+    def _options(self) -> str:
+        return (f"-c wal_level=logical -c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} "
+                "-c fsync=off -c max_replication_slots=20 -c max_connections=60")
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    # initdb refuses to run as root: as root, run the server binaries as the postgres user.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@pytest.fixture(scope="session")
+def logical_postgres():
+    """A private PostgreSQL cluster (initdb, pg_ctl) with wal_level = logical on a free port, for
+    the whole session; the shared PostgreSQL keeps its own wal_level. Each streaming test takes a
+    database of its own (logical_database)."""
+    pg_config = shutil.which("pg_config")
+    bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip() \
+        if pg_config else ""
+    if not bindir or not Path(bindir, "initdb").exists():
+        service_missing("PostgreSQL server binaries are not installed (pg_config --bindir names no initdb)")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        service_missing("runuser is needed to run initdb as the postgres user")
+    folder = Path(tempfile.mkdtemp(prefix="feature-store-pg-"))  # under /tmp: the postgres user can reach it
+    if os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam("postgres")
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+    data = folder / "data"
+    subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync",
+                                 "-E", "UTF8"]), check=True, capture_output=True, timeout=120)
+    server = LogicalPostgres(folder, free_port(), _as_postgres([f"{bindir}/pg_ctl", "-D", str(data), "-l",
+                                                                 str(folder / "server.log")]))
+    subprocess.run([*server.pg_ctl, "start", "-w", "-t", "60", "-o", server._options()], check=True,
+                   capture_output=True, timeout=90)
+    try:
+        yield server
+    finally:
+        subprocess.run([*server.pg_ctl, "stop", "-m", "immediate", "-w"], capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def logical_database(logical_postgres):
+    """A database of its own on the private logical cluster, with the scenario's tables and rows
+    and REPLICA IDENTITY FULL on them; its replication slots and itself are dropped afterwards."""
+    from sqlalchemy.pool import NullPool
+
+    name = f"stream_{uuid.uuid4().hex[:12]}"
+    # A fresh connection per use: a test may restart the cluster under a pooled one.
+    admin = create_engine(logical_postgres.url(), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = logical_postgres.url(name)
+    scenario.load_scenario(url)
+    for table in scenario.TABLE_ROWS:
+        scenario.execute(url, f"ALTER TABLE {table} REPLICA IDENTITY FULL")
+    yield url
+    for _ in range(50):  # a slot in use (a process still reading it) cannot be dropped yet
+        try:
+            with admin.connect() as conn:
+                conn.execute(text("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                                  "WHERE database = :name"), {"name": name})
+            break
+        except Exception:  # noqa: BLE001 - retried until the reader lets go
+            time.sleep(0.2)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

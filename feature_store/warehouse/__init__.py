@@ -98,11 +98,12 @@ class Warehouse:
     def dialect(self) -> str:
         return make_url(self.url).get_backend_name()
 
-    def compute(self, feature: Feature, entity_ids: Iterable[int]) -> dict[int, bytes]:
+    def compute(self, feature: Feature, entity_ids: Iterable[int], *, batch: bool = False) -> dict[int, bytes]:
         """The encoded value of `feature` for each of `entity_ids` that exists.
 
         One query for the whole set (split only past MAX_IDS_PER_QUERY ids), run under the
-        request deadline.
+        request deadline; with `batch` (the streaming process's recomputations), on the batch
+        engine without it.
 
         Raises:
             WarehouseUnavailable: the warehouse did not answer within the deadline, or failed.
@@ -110,6 +111,8 @@ class Warehouse:
         ids = sorted(set(entity_ids))
         if not ids:
             return {}
+        if batch:
+            return self._compute(feature, ids, batch=True)
         future = self._executor.submit(self._compute, feature, ids)
         try:
             return future.result(timeout=self.request_timeout)
@@ -117,10 +120,10 @@ class Warehouse:
             future.cancel()
             raise WarehouseUnavailable("the warehouse did not answer in time") from None
 
-    def _compute(self, feature: Feature, ids: list[int]) -> dict[int, bytes]:
+    def _compute(self, feature: Feature, ids: list[int], *, batch: bool = False) -> dict[int, bytes]:
         values: dict[int, bytes] = {}
         try:
-            with self.request_engine.connect() as conn:
+            with (self.batch_engine if batch else self.request_engine).connect() as conn:
                 for start in range(0, len(ids), MAX_IDS_PER_QUERY):
                     chunk = ids[start:start + MAX_IDS_PER_QUERY]
                     rows = conn.execute(feature.query(Current(lambda col, chunk=chunk: col.in_(chunk))))
@@ -226,6 +229,19 @@ class Warehouse:
             raise _query_failed(f"the query of {feature.feature_type}", exc) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
+
+    def select_ids(self, statements: Sequence[tuple[object, dict]]) -> list[set[int]]:
+        """The ids each (statement, parameters) selects (its first column), on the batch engine:
+        the streaming process's lookups of the entities a changed row reaches (lineage routes).
+
+        Raises:
+            WarehouseUnavailable: the warehouse failed.
+        """
+        try:
+            with self.batch_engine.connect() as conn:
+                return [{row[0] for row in conn.execute(statement, params)} for statement, params in statements]
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
 
     def id_bounds(self, table: str) -> tuple[int, int] | None:
         """(smallest, largest) id of `table` (a declared entity table), or None when it is empty."""

@@ -1,0 +1,177 @@
+"""From committed row changes to fresh values in the online store.
+
+Which values a change affects comes from the features' lineage (feature_store/lineage.py: how a
+row of each table reaches the feature's entity, derived from the feature's own statement), never
+from a second, hand-written copy of each feature's logic:
+
+- a changed row of a table a feature reads names entities through its route: directly (its
+  `quotes.id`, its `policies.user_id`) or through lookups (`payment_transactions.policy_id` ->
+  `policies.id` -> `policies.user_id`), run as one statement per route for the whole batch;
+- both the old and the new row count (REPLICA IDENTITY FULL logs the old one), so a policy given
+  to another user changes both users;
+- lookups read the warehouse as it is now: a row that no longer links (its policy deleted) is
+  reached through the change that unlinked it, which is in the stream too (old row);
+- an update that leaves every column a feature reads as it was affects nothing of it;
+- a table with no join-key path to the entity, or a TRUNCATE, may affect any entity: those
+  features are refreshed by an extraction run instead.
+
+The affected entities are then recomputed set-based, through the same compute path on-demand
+values take (one statement per feature for all of them), and written in one pipeline: the new
+values, and the removal of the values of entities that no longer exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from feature_store.errors import StoreUnavailable
+from feature_store.lineage import Route, lineage
+from feature_store.online_store import OnlineStore, key, now_seconds
+from feature_store.online_store.id_records import on_demand_key
+from feature_store.registry import Feature, Registry
+from feature_store.streaming.decoding import TOAST_UNCHANGED, TRUNCATE, Transaction
+from feature_store.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Affected:
+    """What a batch of changes touches: entity ids per feature type, and the feature types that
+    need a full extraction run (any of their entities may have changed)."""
+
+    entities: dict[str, set[int]] = field(default_factory=dict)
+    refresh: set[str] = field(default_factory=set)
+
+    def count(self) -> int:
+        return sum(len(ids) for ids in self.entities.values())
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The outcome of one batch: values written and removed, features sent to an extraction run."""
+
+    written: int = 0
+    removed: int = 0
+    refresh: tuple[str, ...] = ()
+
+
+class Applier:
+    """Applies batches of committed transactions of the warehouse to the online store.
+
+    Args:
+        start_refresh: called with feature types whose every entity may have changed (an
+            extraction run of them is started or joined).
+    """
+
+    def __init__(self, registry: Registry, warehouse: Warehouse, store: OnlineStore, *,
+                 start_refresh: Callable[[list[str]], object] | None = None) -> None:
+        self.registry = registry
+        self.warehouse = warehouse
+        self.store = store
+        self.start_refresh = start_refresh
+        self.features_by_table: dict[str, list[Feature]] = {}
+        for feature in registry:
+            for table in lineage(feature).tables:
+                self.features_by_table.setdefault(table, []).append(feature)
+
+    @property
+    def tables(self) -> list[str]:
+        """Every warehouse table some feature reads: the tables the slot follows."""
+        return sorted(self.features_by_table)
+
+    def affected(self, transactions: Sequence[Transaction]) -> Affected:
+        """The entities the changes of `transactions` affect, per feature type.
+
+        Raises:
+            WarehouseUnavailable: a lookup through other tables failed.
+        """
+        found = Affected()
+        lookups: dict[Route, set] = {}
+        lookup_features: dict[Route, list[str]] = {}
+        for transaction in transactions:
+            for change in transaction.changes:
+                if change.kind == TRUNCATE:
+                    for table in change.tables:
+                        found.refresh.update(f.feature_type for f in self.features_by_table.get(table, ()))
+                    continue
+                for feature in self.features_by_table.get(change.table, ()):
+                    read = lineage(feature).columns[change.table]
+                    if change.old is not None and change.new is not None and all(
+                            change.old.get(column) == change.new.get(column) for column in read):
+                        continue  # nothing this feature reads changed
+                    route = lineage(feature).route(change.table)
+                    if route is None:
+                        found.refresh.add(feature.feature_type)
+                        continue
+                    values = {row.get(route.column) for row in (change.old, change.new) if row is not None}
+                    values.discard(None)
+                    values.discard(TOAST_UNCHANGED)
+                    if route.direct:
+                        found.entities.setdefault(feature.feature_type, set()).update(values)
+                    elif values:
+                        lookups.setdefault(route, set()).update(values)
+                        lookup_features.setdefault(route, [])
+                        if feature.feature_type not in lookup_features[route]:
+                            lookup_features[route].append(feature.feature_type)
+        if lookups:
+            routes = list(lookups)
+            reached = self.warehouse.select_ids([(route.statement(), {"values": sorted(lookups[route])})
+                                                 for route in routes])
+            for route, ids in zip(routes, reached, strict=True):
+                for feature_type in lookup_features[route]:
+                    found.entities.setdefault(feature_type, set()).update(ids)
+        for feature_type in found.refresh:
+            found.entities.pop(feature_type, None)
+        return found
+
+    def apply(self, transactions: Sequence[Transaction]) -> Applied:
+        """Recompute and store every value the changes of `transactions` affect.
+
+        Idempotent: applying a batch again (after a crash before the slot was confirmed) writes
+        the same values, since they are recomputed from the warehouse, never incremented.
+
+        Raises:
+            WarehouseUnavailable: the warehouse failed (nothing was written).
+            StoreUnavailable: Redis failed (some values may be fresh already; none is older).
+        """
+        found = self.affected(transactions)
+        computed_at = now_seconds()
+        work: list[tuple[str, dict[int, bytes], set[int]]] = []
+        for feature_type, ids in found.entities.items():
+            if ids:
+                values = self.warehouse.compute(self.registry.get(feature_type), ids, batch=True)
+                work.append((feature_type, values, ids))
+        written, removed = self._write(work, computed_at)
+        if found.refresh and self.start_refresh is not None:
+            self.start_refresh(sorted(found.refresh))
+        return Applied(written, removed, tuple(sorted(found.refresh)))
+
+    def _write(self, work: list[tuple[str, dict[int, bytes], set[int]]], computed_at: int) -> tuple[int, int]:
+        """One pipeline for the whole batch: each value one HSET of both fields (as extraction
+        writes them), the ids added to the feature's on-demand set (so the next extraction run
+        checks them, see id_records.py), and the values of entities gone from the warehouse
+        removed."""
+        written = removed = 0
+        try:
+            with self.store.redis.pipeline(transaction=False) as pipe:
+                for feature_type, values, ids in work:
+                    for entity_id, value in values.items():
+                        pipe.hset(key(feature_type, str(entity_id)), mapping={"value": value,
+                                                                             "computed_at": computed_at})
+                    if values:
+                        pipe.sadd(on_demand_key(feature_type), *(str(i) for i in values))
+                    gone = [key(feature_type, str(i)) for i in ids if i not in values]
+                    for name in gone:
+                        pipe.delete(name)
+                    written += len(values)
+                    removed += len(gone)
+                if written or removed:
+                    pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
+        return written, removed

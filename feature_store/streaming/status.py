@@ -1,0 +1,54 @@
+"""What the streaming process tells the others, in the online store's Redis (one hash per slot,
+`feature-store:stream:{slot}`), so /ready and /metrics report it from any web process.
+
+Fields: `state` (streaming, idle: it cannot stream, waiting: the warehouse or Redis is out),
+`reason`, `confirmed_lsn`, `caught_up_at` (epoch seconds: every change committed before it is in
+Redis, so lag in seconds is now minus it), `updated_at` (the last time the process wrote here) and
+`pid`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+STREAMING, IDLE, WAITING = "streaming", "idle", "waiting"
+
+
+def status_key(slot: str) -> str:
+    return f"feature-store:stream:{slot}"
+
+
+def publish(client: redis.Redis, slot: str, state: str, **fields) -> None:
+    """Record the process's state (best effort: Redis may be the thing that is out)."""
+    mapping = {"state": state, "updated_at": f"{time.time():.3f}", "pid": os.getpid(),
+               **{name: ("" if value is None else value) for name, value in fields.items()}}
+    try:
+        client.hset(status_key(slot), mapping=mapping)
+    except redis.RedisError:
+        pass
+
+
+def read(client: redis.Redis, slot: str) -> dict | None:
+    """The streaming process's last report, with `lag_seconds` (None unless streaming), or None
+    when no streaming process has reported for this slot.
+
+    Raises:
+        redis.RedisError: Redis is unreachable.
+    """
+    raw = client.hgetall(status_key(slot))
+    if not raw:
+        return None
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    now = time.time()
+    caught_up = float(fields["caught_up_at"]) if fields.get("caught_up_at") else None
+    updated = float(fields["updated_at"]) if fields.get("updated_at") else None
+    return {
+        "state": fields.get("state"),
+        "reason": fields.get("reason") or None,
+        "confirmed_lsn": fields.get("confirmed_lsn") or None,
+        "lag_seconds": round(max(0.0, now - caught_up), 3) if caught_up is not None else None,
+        "reported_seconds_ago": round(max(0.0, now - updated), 3) if updated is not None else None,
+    }

@@ -1,0 +1,258 @@
+"""Real-time updates: the real streaming process (`python -m workers.stream`) over a private
+PostgreSQL cluster with wal_level = logical, and a real Redis. After any committed change the
+stored values equal what a full extraction run stores."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from tests.conftest import start_redis_server, wait_for
+from tests.streaming import StreamProcess, extract, extracted_values, stored_values
+
+# Every kind of change of every table, each its own transaction.
+CHANGES = [
+    # users: a new one, one updated in a column no feature reads, one deleted
+    "INSERT INTO users VALUES (9, 'new@example.com', '2024-06-01 00:00:00')",
+    "UPDATE users SET email = 'changed@example.com' WHERE id = 3",
+    "DELETE FROM users WHERE id = 1",
+    # quotes: a new bound one, one bound now, one deleted
+    "INSERT INTO quotes VALUES (90, 9, 1000, '2024-06-01 10:00:00', '2024-06-01 10:00:30.5')",
+    "UPDATE quotes SET bound_at = '2024-02-02 10:00:00' WHERE id = 41",
+    "DELETE FROM quotes WHERE id = 43",
+    # policies: a new one, one given to another user (its payments move with it), one deleted
+    "INSERT INTO policies VALUES (900, 9, 90, 'active', '2024-06-01 10:00:30')",
+    "UPDATE policies SET user_id = 4 WHERE id = 301",
+    "DELETE FROM payment_transactions WHERE id = 7000; DELETE FROM policies WHERE id = 700",
+    # payments: a new failed one, one failing now, one moved to another policy, one deleted
+    "INSERT INTO payment_transactions VALUES (9000, 900, 500, 'Debit', 'failed', '2024-06-02 00:00:00')",
+    "UPDATE payment_transactions SET status = 'failed' WHERE id = 4000",
+    "UPDATE payment_transactions SET policy_id = 400 WHERE id = 2000",
+    "DELETE FROM payment_transactions WHERE id = 3000",
+    "UPDATE payment_transactions SET payment_type = 'Prepaid' WHERE id = 8000",
+]
+
+
+@pytest.fixture
+def scratch_url(redis_server) -> str:
+    """Another database of the private Redis, for the reference extraction."""
+    return redis_server.url.rsplit("/", 1)[0] + "/1"
+
+
+@pytest.fixture
+def streams():
+    started: list[StreamProcess] = []
+
+    def start(redis_url: str, warehouse_url: str, **env) -> StreamProcess:
+        process = StreamProcess(redis_url, warehouse_url, **env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def commit(url: str, *statements: str) -> None:
+    engine = create_engine(url)
+    try:
+        for statement in statements:
+            with engine.begin() as conn:
+                for part in statement.split("; "):
+                    conn.execute(text(part))
+    finally:
+        engine.dispose()
+
+
+def wait_equal(warehouse_url: str, redis_url: str, scratch_url: str, timeout: float = 30) -> dict[str, bytes]:
+    """Wait until the stored values are what a full extraction of the warehouse stores now."""
+    expected = extracted_values(warehouse_url, scratch_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_for(lambda: stored_values(client) == expected, timeout=timeout, interval=0.1,
+                 what="the streamed values to equal a full extraction's")
+    finally:
+        client.close()
+    return expected
+
+
+def test_every_kind_of_change_is_streamed(logical_database, redis_url, scratch_url, streams, make_app):
+    extract(logical_database, redis_url)
+    stream = streams(redis_url, logical_database)
+    stream.wait_state("streaming")
+    commit(logical_database, *CHANGES)
+    expected = wait_equal(logical_database, redis_url, scratch_url)
+
+    # Spot checks of what the changes mean (the reference is the extraction, computed independently
+    # of the streaming path): the moved policy took a failed payment from user 3 to user 4, the moved
+    # payment one from user 2 to user 4, and the deleted user's values are gone.
+    assert expected["user_failed_transaction_count:4"] == b"3"
+    assert expected["user_failed_transaction_count:3"] == b"0"
+    assert expected["user_failed_transaction_count:2"] == b"1"
+    assert "user_failed_transaction_count:1" not in expected
+    assert expected["quote_creation_to_binding_time:90"] == b"30"
+    assert "payment_type:3000" not in expected
+
+    app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=logical_database)
+    answer = app.test_client().post("/api/v1/features/inference",
+                                    json={"feature_type": "user_failed_transaction_count", "entity_id": 9})
+    assert answer.status_code == 200 and answer.get_json()["feature_value"] == 1
+
+    # A change made while the app serves is what it serves next (its local cache is invalidated).
+    commit(logical_database, "UPDATE payment_transactions SET status = 'failed' WHERE id = 3010")
+    wait_for(lambda: app.test_client().post("/api/v1/features/inference", json={
+        "feature_type": "user_failed_transaction_count", "entity_id": 4}).get_json()["feature_value"] == 4,
+        timeout=30, what="the streamed count to be served")
+    assert "applied" in stream.output()
+
+
+def test_slot_created_on_first_start_and_kept(logical_database, redis_url, scratch_url, streams):
+    stream = streams(redis_url, logical_database, slot="named_slot")
+    stream.wait_state("streaming")
+    assert "created replication slot 'named_slot'" in stream.output()
+    stream.stop()
+    # Changes while no process runs wait in the slot; the next process picks them up.
+    commit(logical_database, *CHANGES[:4])
+    extract_expected = extracted_values(logical_database, scratch_url)
+    client = redis.Redis.from_url(redis_url)
+    assert stored_values(client) != extract_expected
+    client.close()
+    again = streams(redis_url, logical_database, slot="named_slot")
+    again.wait_state("streaming")
+    assert "created replication slot" not in again.output()
+    # The streamed values are the affected ones only: compare those keys.
+    wait_for(lambda: _values(redis_url, ["user_policy_time_of_purchase:9", "quote_creation_to_binding_time:90"])
+             == [orjson.dumps(None), b"30"], timeout=30, what="the changes made while stopped")
+
+
+def _values(redis_url: str, keys: list[str]) -> list[bytes | None]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return [client.hget(name, "value") for name in keys]
+    finally:
+        client.close()
+
+
+def _idles(stream: StreamProcess, reason: str) -> None:
+    report = stream.wait_state("idle")
+    assert reason in report["reason"]
+    lines = [line for line in stream.output().splitlines() if "streaming idle" in line]
+    assert len(lines) == 1 and reason in lines[0]
+    assert stream.process.poll() is None  # still up: no restart loop
+
+
+def test_idle_on_sqlite(scenario_sqlite, redis_url, streams):
+    _idles(streams(redis_url, scenario_sqlite), "the warehouse is sqlite")
+
+
+def test_idle_without_logical_wal_level(postgres_server_url, redis_url, streams):
+    engine = create_engine(postgres_server_url)
+    with engine.connect() as conn:
+        wal_level = conn.execute(text("SHOW wal_level")).scalar()
+    engine.dispose()
+    if wal_level == "logical":
+        pytest.skip("the shared PostgreSQL has wal_level = logical")
+    _idles(streams(redis_url, postgres_server_url), "wal_level = replica")
+
+
+def test_idle_without_replication_privilege(logical_postgres, logical_database, redis_url, streams):
+    role = logical_database.rsplit("/", 1)[1] + "_reader"
+    commit(logical_postgres.url(), f"CREATE ROLE {role} LOGIN")
+    commit(logical_database, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    url = logical_database.replace("postgres@", f"{role}@")
+    _idles(streams(redis_url, url), "may not use replication slots")
+
+
+def test_idle_without_replica_identity_full(logical_database, redis_url, streams):
+    commit(logical_database, "ALTER TABLE policies REPLICA IDENTITY DEFAULT")
+    _idles(streams(redis_url, logical_database), "ALTER TABLE policies REPLICA IDENTITY FULL")
+
+
+def test_sigkill_at_any_point_loses_nothing(logical_database, redis_url, scratch_url, streams):
+    extract(logical_database, redis_url)
+    first = streams(redis_url, logical_database)
+    first.wait_state("streaming")  # the slot exists from here on
+    first.stop()
+    for round_, statement in enumerate(CHANGES):
+        stream = streams(redis_url, logical_database, STREAM_BATCH_CHANGES=1)
+        commit(logical_database, statement, f"UPDATE payment_transactions SET status = "
+               f"'{'failed' if round_ % 2 else 'pending'}' WHERE id = 8001")
+        # Killed at varying points of reading, applying and confirming the two transactions.
+        wait_for(lambda stream=stream: "applied" in stream.output() or stream.process.poll() is not None,
+                 timeout=30, what="a batch to be applied")
+        stream.kill()
+    streams(redis_url, logical_database).wait_state("streaming")
+    wait_equal(logical_database, redis_url, scratch_url)
+
+
+def test_redis_outage_loses_nothing(logical_database, scratch_url, streams):
+    import signal
+
+    server = start_redis_server()
+    try:
+        extract(logical_database, server.url)
+        stream = streams(server.url, logical_database)
+        stream.wait_state("streaming")
+        server.process.send_signal(signal.SIGSTOP)  # Redis stops answering
+        try:
+            commit(logical_database, *CHANGES)
+            wait_for(lambda: "streaming paused" in stream.output(), timeout=30, what="the outage to be noticed")
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        wait_equal(logical_database, server.url, scratch_url)
+        assert stream.process.poll() is None
+    finally:
+        server.stop()
+
+
+def test_warehouse_restart_loses_nothing(logical_postgres, logical_database, redis_url, scratch_url, streams):
+    extract(logical_database, redis_url)
+    stream = streams(redis_url, logical_database)
+    stream.wait_state("streaming")
+    commit(logical_database, *CHANGES[:7])
+    logical_postgres.restart()
+    commit(logical_database, *CHANGES[7:])
+    wait_equal(logical_database, redis_url, scratch_url)
+    assert stream.process.poll() is None
+
+
+def test_the_slot_is_dropped_by_the_documented_command(logical_database, redis_url, streams, make_app):
+    stream = streams(redis_url, logical_database, slot="to_drop")
+    stream.wait_state("streaming")
+    stream.stop()
+    runner = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=logical_database, STREAM_SLOT="to_drop").test_cli_runner()
+    shown = runner.invoke(args=["features", "stream-slot", "status", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert orjson.loads(shown.output)["slot"] == "to_drop"
+    dropped = runner.invoke(args=["features", "stream-slot", "drop"])
+    assert dropped.exit_code == 0 and "dropped replication slot 'to_drop'" in dropped.output
+    again = runner.invoke(args=["features", "stream-slot", "drop"])
+    assert again.exit_code == 4 and "no replication slot 'to_drop'" in again.output
+
+
+def test_the_procfile_stream_line_idles_and_stops_on_sigterm(scenario_sqlite, redis_url, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import PROJECT_DIR
+    from tests.integration.test_process_lines import VENV_BIN, procfile
+
+    log = tmp_path / "stream.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(["sh", "-c", f"exec {procfile()['stream']}"], cwd=PROJECT_DIR, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+                                        "REDIS_URL": redis_url, "WAREHOUSE_URL": scenario_sqlite})
+        try:
+            wait_for(lambda: "streaming idle" in log.read_text() or process.poll() is not None, timeout=30,
+                     what="the stream line's log line")
+            assert process.poll() is None, log.read_text()
+            os.killpg(process.pid, signal.SIGTERM)
+            assert process.wait(10) == 0, log.read_text()
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)

@@ -1,0 +1,57 @@
+"""test_decoding's text, as PostgreSQL 15 prints it, parsed into transactions of row changes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from feature_store.streaming.decoding import (DELETE, INSERT, TRUNCATE, UPDATE, format_lsn, parse_change,
+                                              parse_lsn, parse_rows)
+
+ROWS = [
+    ("0/1538C10", "727", "BEGIN 727"),
+    ("0/1538C10", "727", "table public.users: INSERT: id[bigint]:9 email[character varying]:'it''s a '' quote' "
+                         "created_at[timestamp without time zone]:'2024-01-01 00:00:00.5'"),
+    ("0/1538D80", "727", "table public.policies: UPDATE: old-key: id[bigint]:301 user_id[bigint]:3 "
+                         "status[character varying]:'active' new-tuple: id[bigint]:301 user_id[bigint]:4 "
+                         "status[character varying]:'active'"),
+    ("0/1538DF8", "727", "table public.quotes: DELETE: id[bigint]:43 user_id[bigint]:4"),
+    ("0/1539490", "727", 'table public.users, "Other"."T""x": TRUNCATE: (no-flags)'),
+    ("0/1539590", "727", "COMMIT 727 (at 2026-12-01 20:39:56.953451+00)"),
+    ("0/15395D0", "728", "BEGIN 728"),
+    ("0/15395D0", "728", "table public.users: INSERT: id[bigint]:10"),  # no COMMIT: cut off
+]
+
+
+def test_transactions_with_their_changes_and_commit_position():
+    transactions, last = parse_rows(ROWS)
+    assert len(transactions) == 1 and last == parse_lsn("0/1539590")
+    (transaction,) = transactions
+    assert transaction.xid == 727 and transaction.committed_at == datetime(2026, 12, 1, 20, 39, 56, 953451)
+    insert, update, delete, truncate = transaction.changes
+    assert (insert.kind, insert.table, insert.old) == (INSERT, "users", None)
+    assert insert.new == {"id": 9, "email": "it's a ' quote", "created_at": "2024-01-01 00:00:00.5"}
+    assert (update.kind, update.old["user_id"], update.new["user_id"]) == (UPDATE, 3, 4)
+    assert (delete.kind, delete.table, delete.old, delete.new) == (DELETE, "quotes", {"id": 43, "user_id": 4}, None)
+    assert (truncate.kind, truncate.tables) == (TRUNCATE, ("users", 'T"x'))
+
+
+def test_nulls_toast_and_quoted_names():
+    change = parse_change('table public.quotes: UPDATE: old-key: id[bigint]:41 note[text]:\'long\' '
+                          'new-tuple: id[bigint]:41 bound_at[timestamp without time zone]:null '
+                          'note[text]:unchanged-toast-datum "Odd Name"[integer]:-5')
+    assert change.new == {"id": 41, "bound_at": None, "note": "long", "Odd Name": -5}
+    assert parse_change("table public.users: INSERT: (no-tuple-data)").new is None
+    # Without REPLICA IDENTITY FULL an update of a non-key column logs the new row only.
+    assert parse_change("table public.users: UPDATE: id[bigint]:1").old is None
+
+
+def test_lsn_round_trip():
+    assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
+    assert parse_lsn("0/0") == 0
+
+
+def test_unknown_text_is_an_error_not_a_silent_skip():
+    with pytest.raises(ValueError):
+        parse_change("table public.users: INSERT: id[bigint]")

@@ -1,0 +1,65 @@
+"""The streaming process (the Procfile's `stream` line): `python -m workers.stream`.
+
+Follows the warehouse's committed changes through the replication slot STREAM_SLOT (created on
+first start) and brings the affected values in Redis up to date (feature_store/streaming). Where
+the warehouse cannot stream (SQLite; PostgreSQL without wal_level = logical, without the
+replication privilege, or without REPLICA IDENTITY FULL on the tables) it says why in one log line
+and stays up doing nothing, because process managers stop the whole formation when one process
+exits (and would restart it in a loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from config import Config
+from feature_store.features import REGISTRY
+from feature_store.online_store import OnlineStore, connect
+from feature_store.services.jobs import ExtractionRuns
+from feature_store.streaming.apply import Applier
+from feature_store.streaming.process import StreamProcess
+from feature_store.streaming.slot import Slot, check_slot_name
+from feature_store.warehouse import Warehouse
+
+log = logging.getLogger("workers.stream")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    config = Config.from_env()
+    try:
+        check_slot_name(config.STREAM_SLOT)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if config.embedded:
+        log.info("streaming idle: REDIS_URL is not set (embedded mode keeps values in the web process)")
+        stop.wait()
+        return 0
+    client = connect(config.REDIS_URL, socket_timeout=5.0, connect_timeout=2.0, cluster=config.REDIS_CLUSTER)
+    rq_client = connect(config.rq_redis_url, socket_timeout=5.0, connect_timeout=2.0) \
+        if config.separate_rq_redis else client
+    runs = ExtractionRuns(rq_client, queue_name=config.EXTRACT_QUEUE, is_async=True,
+                          job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
+                          feature_types=REGISTRY.feature_types())
+    warehouse = Warehouse(config.WAREHOUSE_URL)
+    applier = Applier(REGISTRY, warehouse, OnlineStore(client),
+                      start_refresh=lambda feature_types: runs.start_or_join(feature_types))
+    slot = Slot(config.WAREHOUSE_URL, config.STREAM_SLOT)
+    try:
+        StreamProcess(slot, applier, client, batch_changes=config.STREAM_BATCH_CHANGES,
+                      poll_interval=config.STREAM_POLL_INTERVAL).run(stop)
+    finally:
+        slot.dispose()
+        warehouse.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
