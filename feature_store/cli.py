@@ -476,3 +476,6 @@ def stream_slot_drop(name: str | None) -> None:
 
 def init_app(app) -> None:
     app.cli.add_command(features)
+
+
+from feature_store import cli_versions as _cli_versions  # noqa: E402,F401 - registers `features versions`

@@ -105,8 +105,9 @@ def fingerprint(feature: Feature) -> str:
     return hashlib.sha256(definition(feature).encode()).hexdigest()[:FINGERPRINT_LENGTH]
 
 
-def load_history(path: Path = HISTORY_PATH) -> dict[str, list[Version]]:
+def load_history(path: Path | None = None) -> dict[str, list[Version]]:
     """The recorded versions of every feature, oldest first ({} when there is no file)."""
+    path = HISTORY_PATH if path is None else path
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -138,9 +139,10 @@ def unrecorded(registry: Registry, recorded: dict[str, list[Version]] | None = N
             if not recorded.get(f.feature_type) or recorded[f.feature_type][-1].fingerprint != fingerprint(f)]
 
 
-def record(registry: Registry, today: date, path: Path = HISTORY_PATH) -> list[str]:
+def record(registry: Registry, today: date, path: Path | None = None) -> list[str]:
     """Append a version, beginning `today`, for every feature whose definition is not its latest
     recorded version; returns those features. Versions of features no longer declared stay."""
+    path = HISTORY_PATH if path is None else path
     recorded = load_history(path)
     changed = unrecorded(registry, recorded)
     for feature_type in changed:

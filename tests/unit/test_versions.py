@@ -85,3 +85,25 @@ def test_a_stored_value_of_another_version_is_a_miss_and_is_recomputed(client, f
     fake_redis.hdel(key, "version")
     body = client.post(f"{BASE}/inference", json={"feature_type": FAILED.feature_type, "entity_id": 2}).get_json()
     assert body["feature_value"] == 2
+
+
+def test_the_versions_command_lists_records_and_fails_while_a_change_is_unrecorded(embedded_app, tmp_path,
+                                                                                   monkeypatch):
+    runner = embedded_app.test_cli_runner()
+    listed = runner.invoke(args=["features", "versions"])
+    assert listed.exit_code == 0, listed.output
+    assert f"user_failed_transaction_count: v1 {fingerprint(FAILED)} since 2025-01-01" in listed.output
+    shown = runner.invoke(args=["features", "versions", "--show", "user_failed_transaction_count"])
+    assert shown.exit_code == 0 and "'failed'" in shown.output and "LEFT OUTER JOIN policies" in shown.output
+    assert runner.invoke(args=["features", "versions", "--show", "nope"]).exit_code == 4
+    # A changed definition: exit 1 until recorded; --record writes the history file.
+    path = tmp_path / "versions.json"
+    path.write_text(versions.HISTORY_PATH.read_text())
+    monkeypatch.setattr(versions, "HISTORY_PATH", path)
+    changed = dataclasses.replace(FAILED, query=_counting("refunded"))
+    monkeypatch.setattr(embedded_app.extensions["feature_store"], "registry", Registry([changed, QUOTE]))
+    pending = runner.invoke(args=["features", "versions"])
+    assert pending.exit_code == 1 and "v2" in pending.output and "UNRECORDED" in pending.output
+    assert runner.invoke(args=["features", "versions", "--record"]).exit_code == 0
+    assert json.loads(path.read_text())["user_failed_transaction_count"][-1]["fingerprint"] == fingerprint(changed)
+    assert runner.invoke(args=["features", "versions"]).exit_code == 0
