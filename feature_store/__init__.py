@@ -125,10 +125,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     from feature_store.api.fast import FastInference
     from feature_store.api.openapi import bp as openapi_bp
     from feature_store.api.ops import bp as ops_bp
+    from feature_store.web import bp as catalog_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(catalog_bp)  # the catalog page at /
     # Interactive docs over the OpenAPI document, from flask-swagger-ui's own files (nothing is
     # loaded from a CDN; the online validator badge is off, so no request leaves the machine).
     app.register_blueprint(get_swaggerui_blueprint("/docs", "/api/v1/openapi.json", config={
