@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from feature_store.services.statistics import drift_states
+from feature_store.streaming import status as stream_status
 
 REQUESTS = Counter("feature_store_http_requests", "HTTP requests answered, by endpoint (route) and status",
                    ["endpoint", "method", "status"])
@@ -28,7 +29,9 @@ LATENCY = Histogram("feature_store_http_request_duration_seconds", "Time to answ
                     ["endpoint"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                                            2.5, 5.0, 10.0, 30.0))
 VALUES = Counter("feature_store_values_served", "Feature values looked up, by where they came from: cache (the "
-                 "online store), on_demand (computed on a miss), as_of (computed at an instant), missing",
+                 "online store), on_demand (computed on a miss or past its max age), as_of (computed at an "
+                 "instant), missing; expired counts cached values found past their max age, stale those "
+                 "served anyway because the warehouse could not recompute them",
                  ["source"])
 
 _RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -79,18 +82,11 @@ class StoreCollector:
                                       "kept, by status and trigger", labels=["status", "trigger"])
         counts: dict[tuple[str, str], int] = {}
         durations: list[float] = []
-        refreshed: dict[str, datetime] = {}
         for run in recent:
             counts[(run.status, run.trigger)] = counts.get((run.status, run.trigger), 0) + 1
             if run.done and run.started_at and run.ended_at:
                 durations.append((datetime.fromisoformat(run.ended_at)
                                   - datetime.fromisoformat(run.started_at)).total_seconds())
-            result = run.result or {}
-            if result.get("computed_at"):
-                at = datetime.fromisoformat(result["computed_at"])
-                for feature_type in result.get("features_extracted", {}):
-                    if feature_type not in refreshed or refreshed[feature_type] < at:
-                        refreshed[feature_type] = at
         for (status, trigger), n in sorted(counts.items()):
             by_status.add_metric([status, trigger], n)
         yield by_status
@@ -101,13 +97,56 @@ class StoreCollector:
         total = sum(durations)
         yield HistogramMetricFamily("feature_store_extraction_run_duration_seconds", "Durations of the ended runs "
                                     "among the last 100 kept", buckets=buckets, sum_value=total)
-        age = GaugeMetricFamily("feature_store_feature_age_seconds", "Seconds since the last extraction run that "
-                                "refreshed each feature (among the last 100 runs)", labels=["feature_type"])
-        now = time.time()
-        for feature_type, at in sorted(refreshed.items()):
-            age.add_metric([feature_type], round(now - (at - datetime(1970, 1, 1)).total_seconds(), 3))
-        yield age
+        yield from self._freshness()
         yield from self._drift()
+
+    def _freshness(self):
+        """Each feature's age (since the values of the last run that refreshed it were computed),
+        its max age, and whether it is within it (services/freshness.py)."""
+        try:
+            refreshed = self.services.store.refreshed()
+        except Exception:  # noqa: BLE001 - the online store's Redis down: the other metrics still serve
+            return
+        max_ages = self.services.server.max_ages
+        age = GaugeMetricFamily("feature_store_feature_age_seconds", "Seconds since the values of the last "
+                                "extraction run that refreshed each feature were computed", labels=["feature_type"])
+        limit = GaugeMetricFamily("feature_store_feature_max_age_seconds", "Each feature's max age (features "
+                                  "with one; FEATURE_MAX_AGE)", labels=["feature_type"])
+        fresh = GaugeMetricFamily("feature_store_feature_fresh", "1 when a feature's last refresh is within its "
+                                  "max age, else 0 (features refreshed by a run)", labels=["feature_type"])
+        now = time.time()
+        for feature_type in self.services.registry.feature_types():
+            if feature_type in max_ages:
+                limit.add_metric([feature_type], max_ages[feature_type])
+            record = refreshed.get(feature_type)
+            if record is None:
+                continue
+            seconds = max(0.0, round(now - record["computed_at"], 3))
+            age.add_metric([feature_type], seconds)
+            fresh.add_metric([feature_type], 1 if feature_type not in max_ages or seconds <= max_ages[feature_type]
+                             else 0)
+        yield from (age, limit, fresh)
+        yield from self._stream()
+
+    def _stream(self):
+        """The streaming process's replication slot (streaming/status.py), when it is set up."""
+        config = self.services.config
+        report = None if config.embedded else stream_status.report(self.services.store.redis,
+                                                                     self.services.warehouse, config.STREAM_SLOT)
+        if report is None:
+            return
+        gauges = (("streaming", "1 while the streaming process follows its replication slot, else 0 (idle: the "
+                   "warehouse cannot stream; waiting: an outage)", 1 if report["state"] == stream_status.STREAMING
+                   else 0),
+                  ("lag_bytes", "WAL written on the warehouse since the slot's confirmed position (kept for the "
+                   "slot)", report["lag_bytes"]),
+                  ("lag_seconds", "How far the stored values are behind the warehouse's committed changes",
+                   report["lag_seconds"]))
+        for name, documentation, value in gauges:
+            if value is not None:
+                gauge = GaugeMetricFamily(f"feature_store_stream_{name}", documentation, labels=["slot"])
+                gauge.add_metric([report["slot"]], value)
+                yield gauge
 
     def _drift(self):
         """Each feature's drift at its last run (services/statistics.py), for features with one."""

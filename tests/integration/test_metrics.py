@@ -54,4 +54,6 @@ def test_metrics_aggregate_every_web_process(web):
         assert sample(text, "feature_store_extraction_recent_runs", status="finished", trigger="api") == 1
         assert sample(text, "feature_store_extraction_run_duration_seconds_count") == 1
         assert 0 <= sample(text, "feature_store_feature_age_seconds", feature_type="payment_type") < 120
+        assert sample(text, "feature_store_feature_max_age_seconds", feature_type="payment_type") == 7 * 86400
+        assert sample(text, "feature_store_feature_fresh", feature_type="payment_type") == 1
         assert sample(text, "feature_store_online_store_up") == 1
