@@ -14,6 +14,8 @@ import time
 
 import redis
 
+from feature_store.errors import FeatureStoreError
+
 STREAMING, IDLE, WAITING = "streaming", "idle", "waiting"
 
 
@@ -51,4 +53,40 @@ def read(client: redis.Redis, slot: str) -> dict | None:
         "confirmed_lsn": fields.get("confirmed_lsn") or None,
         "lag_seconds": round(max(0.0, now - caught_up), 3) if caught_up is not None else None,
         "reported_seconds_ago": round(max(0.0, now - updated), 3) if updated is not None else None,
+    }
+
+
+def report(client: redis.Redis, warehouse, slot: str) -> dict | None:
+    """The streaming process's report joined with the slot's own state on the warehouse, as /ready
+    and /metrics show it; None when neither exists (streaming is not set up).
+
+    `lag_bytes` is the WAL written since the slot's confirmed position (the warehouse's figure,
+    whatever the process is doing); `lag_seconds` is how far behind the committed changes the
+    values are (the process's figure: it grows while the process is down or paused).
+    """
+    from feature_store.streaming.slot import slot_state
+
+    try:
+        process = read(client, slot)
+    except redis.RedisError:
+        process = None
+    state, exists = None, None  # exists: None when unknown (not PostgreSQL, or no answer)
+    if warehouse.dialect == "postgresql":
+        try:
+            state = warehouse.read(lambda conn: slot_state(conn, slot))
+            exists = state is not None
+        except FeatureStoreError:
+            pass
+    if process is None and not exists:
+        return None
+    process = process or {}
+    return {
+        "slot": slot,
+        "state": process.get("state"),
+        "reason": process.get("reason"),
+        "slot_exists": exists,
+        "confirmed_lsn": state.confirmed_lsn if state else process.get("confirmed_lsn"),
+        "lag_bytes": state.lag_bytes if state else None,
+        "lag_seconds": process.get("lag_seconds") if process.get("state") != IDLE else None,
+        "wal_status": state.wal_status if state else None,
     }

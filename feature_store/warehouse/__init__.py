@@ -7,9 +7,10 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import and_, create_engine, text, true
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -22,6 +23,8 @@ from feature_store.warehouse.models import SQLITE_INSTANT_FUNCTION, sqlite_insta
 from feature_store.warehouse.statements import Current, as_of_statement
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -251,6 +254,27 @@ class Warehouse:
         except SQLAlchemyError as exc:
             raise _query_failed(f"to read the ids of {table}", exc) from exc
         return None if low is None else (int(low), int(high))
+
+    def read(self, read: Callable[[Connection], T]) -> T:
+        """`read(connection)` on the request engine, under the request deadline (a probe's or a
+        scrape's look at the warehouse: its replication slot).
+
+        Raises:
+            WarehouseUnavailable: the warehouse did not answer within the deadline, or failed.
+        """
+        def run() -> T:
+            try:
+                with self.request_engine.connect() as conn:
+                    return read(conn)
+            except SQLAlchemyError as exc:
+                raise _unavailable(exc) from exc
+
+        future = self._executor.submit(run)
+        try:
+            return future.result(timeout=self.request_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise WarehouseUnavailable("the warehouse did not answer in time") from None
 
     def ping(self, *, batch: bool = False) -> None:
         """Check that the warehouse answers a trivial query (the request path's deadline applies
