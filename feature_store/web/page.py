@@ -40,6 +40,29 @@ def ago(iso: str | None, now: datetime) -> str:
     return f"{seconds} s ago"
 
 
+def duration(seconds: int | float | None) -> str:
+    """A span of seconds in its two largest units (`3 d 4 h`, `12 min`, `40 s`)."""
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
+
+
+def version_card(history: list[dict] | None) -> dict | None:
+    """The version part of a card from the feature's version history (versions.history: oldest
+    first, the current one last): the current version and every version, newest first."""
+    if not history:
+        return None
+    return {"current": history[-1], "history": list(reversed(history))}
+
+
 def feature_runs(feature_type: str, runs: list[dict]) -> list[dict]:
     """The runs (newest first) that had `feature_type` to refresh, with what each did for it:
     its count of values written, or the reason it failed, or neither while the run is not over."""
@@ -122,7 +145,8 @@ def _drift_by_run(history: list[dict]) -> dict[str, dict]:
 
 def build(entries: list[dict], runs: list[dict] | None, runs_error: str | None = None,
           statistics: dict[str, list[dict]] | None = None, statistics_error: str | None = None,
-          now: datetime | None = None) -> dict:
+          versions: dict[str, list[dict]] | None = None, freshness: dict[str, dict] | None = None,
+          freshness_error: str | None = None, now: datetime | None = None) -> dict:
     """The page: one card per discovery entry (in discovery's order) and the recent runs.
 
     Args:
@@ -133,6 +157,10 @@ def build(entries: list[dict], runs: list[dict] | None, runs_error: str | None =
         statistics: {feature_type: its statistics history, newest first}
             (statistics.statistics_history); None when it could not be read.
         statistics_error: why the statistics could not be read.
+        versions: {feature_type: its version history} (versions.history).
+        freshness: {feature_type: its freshness} (freshness.describe); None when it could not
+            be read.
+        freshness_error: why the freshness could not be read.
         now: the page's clock (UTC, naive), for the ages it shows.
     """
     now = now or datetime.now(UTC).replace(tzinfo=None)
@@ -147,7 +175,9 @@ def build(entries: list[dict], runs: list[dict] | None, runs_error: str | None =
         last_refresh = next((run for run in recent if run["outcome"] == "refreshed"), None)
         cards.append({"entry": entry, "runs": recent[:FEATURE_RUNS_SHOWN], "last_refresh": last_refresh,
                       "statistics": statistics_card((statistics or {}).get(feature_type, [])),
-                      "lineage": lineage_rows(entry["lineage"]) if entry.get("lineage") else None})
+                      "lineage": lineage_rows(entry["lineage"]) if entry.get("lineage") else None,
+                      "versions": version_card((versions or {}).get(feature_type)),
+                      "freshness": (freshness or {}).get(feature_type)})
     ended = [run for run in runs or [] if run.get("ended_at")]
     rows = run_rows((runs or [])[:RUNS_SHOWN], feature_types)
     last_run = run_rows(ended[:1], feature_types)
@@ -160,6 +190,8 @@ def build(entries: list[dict], runs: list[dict] | None, runs_error: str | None =
         "runs": rows,
         "runs_error": runs_error,
         "statistics_error": statistics_error,
+        "freshness_error": freshness_error,
+        "stale": [ft for ft in feature_types if ((freshness or {}).get(ft) or {}).get("fresh") is False],
         "last_run": last_run[0] if last_run else None,
         "drifted": [card["entry"]["feature_type"] for card in cards
                     if card["statistics"] and (card["statistics"]["drift"] or {}).get("drifted")],

@@ -17,13 +17,15 @@ import redis
 import requests
 from sqlalchemy import create_engine, text
 
+from feature_store import versions
+from feature_store.features import REGISTRY
 from feature_store.services import statistics
 from feature_store.warehouse import demo
 from feature_store.web import charts
 from tests.conftest import PROJECT_DIR, service_missing, web_process
 
 SCREENSHOT = PROJECT_DIR / "docs" / "catalog.png"
-WINDOW = (1280, 1500)
+WINDOW = (1280, 1900)
 # PITFALLS.md: without these (and a fresh profile) Chromium hangs on a closed network.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
@@ -162,12 +164,14 @@ def test_the_catalog_page_shows_every_feature_and_the_runs_numbers(served, tmp_p
     dom = Tree(chromium(tmp_path, "--dump-dom", f"{served}/").stdout).root
     assert next(e for e in dom.iter() if e.tag == "title").text() == "Feature catalog"
 
-    # Nothing leaves the machine: no script at all, every stylesheet and image from this server.
+    # Nothing leaves the machine: no script at all, every stylesheet and image from this server
+    # (or inline: a data: URL).
     assert not [e for e in dom.iter() if e.tag == "script"]
     for element in dom.iter():
         for name in ("src", "href"):
             if name in element.attrs and element.tag in ("link", "img", "iframe", "object", "source"):
-                assert urlsplit(urljoin(f"{served}/", element.attrs[name])).netloc == urlsplit(served).netloc
+                target = urlsplit(urljoin(f"{served}/", element.attrs[name]))
+                assert target.scheme == "data" or target.netloc == urlsplit(served).netloc, element.attrs
     stylesheet = next(e for e in dom.iter() if e.tag == "link" and e.attrs.get("rel") == "stylesheet")
     css = requests.get(urljoin(f"{served}/", stylesheet.attrs["href"]), timeout=10)
     assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
@@ -189,6 +193,14 @@ def test_the_catalog_page_shows_every_feature_and_the_runs_numbers(served, tmp_p
             count = run["features_extracted"][entry["feature_type"]]
             assert number(element.find(data_field="count").text()) == count
 
+        # Its versions (the current one first) and its freshness: refreshed by the last run.
+        history = versions.history(REGISTRY.get(entry["feature_type"]))
+        assert card.find(data_field="version").text() == f"v{history[-1]['version']}"
+        assert [e.attrs["data-version"] for e in card.find(data_section="versions").having("data-version")] \
+            == [str(version["version"]) for version in reversed(history)]
+        freshness = card.find(data_section="freshness")
+        assert freshness.find(data_field="fresh").text() == "within max age"
+        assert freshness.find(data_field="last_run_id").attrs["title"] == last["job_id"]
         if latest:
             check_statistics(card, latest[entry["feature_type"]], last["job_id"])
         else:

@@ -91,3 +91,11 @@ def test_lineage_rows_say_how_each_table_reaches_the_entity():
     users, policies = page.lineage_rows(lineage)
     assert users["entity"] and users["columns"] == [{"name": "id", "roles": ["selected", "group by"]}]
     assert policies["route"] == "policies.user_id = users.id"
+
+
+def test_versions_newest_first_and_spans_in_two_units():
+    card = page.version_card([{"version": 1, "fingerprint": "aa", "began": "2025-01-01"},
+                              {"version": 2, "fingerprint": "bb", "began": None}])
+    assert card["current"]["version"] == 2 and [v["version"] for v in card["history"]] == [2, 1]
+    assert page.version_card([]) is None
+    assert [page.duration(s) for s in (0, 40, 3600, 90061, None)] == ["0 s", "40 s", "1 h", "1 d 1 h", "—"]
