@@ -29,6 +29,7 @@ from feature_store.services.extraction import (
 from feature_store.services.jobs import promote_run
 from feature_store.services.partitions import RunPartitions
 from feature_store.services.run_slots import RunSlots
+from feature_store.services.statistics import StatisticsSettings, record_parts
 from feature_store.versions import current_versions
 from feature_store.warehouse import Warehouse
 
@@ -85,7 +86,8 @@ def extract_features(warehouse_url: str | None = None) -> dict:
                 result = _extract_partitioned(job, features, warehouse, store, config)
             else:
                 result = extract_all(features, warehouse, store, chunk_size=config.EXTRACT_CHUNK_SIZE,
-                                     on_progress=on_progress)
+                                     on_progress=on_progress, statistics=StatisticsSettings.from_config(config),
+                                     job_id=job.id)
             if result["features_extracted"]:
                 store.note_refreshed(result["features_extracted"], job.id, _epoch_seconds(result["computed_at"]))
         except FeatureStoreError as exc:
@@ -215,9 +217,13 @@ def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, sto
     removal = time.perf_counter()
     removed = store.remove_stale(refreshed, stamp, len(plan["ranges"]), plan["computed_at"])
     counts = {ft: sum(part["counts"][ft] for part in done.values()) for ft in refreshed}
-    return run_result(counts, failed_features, removed, plan["computed_at"],
-                      {"partitions": removal - started, "remove_stale": time.perf_counter() - removal},
-                      partitions=len(plan["ranges"]))
+    stages = {"partitions": removal - started, "remove_stale": time.perf_counter() - removal}
+    # The partitions' sketches, merged: the statistics of the whole table.
+    statistics = record_parts(store.redis, [done[index] for index in sorted(done)], refreshed, stages=stages,
+                              settings=StatisticsSettings.from_config(config), job_id=job.id,
+                              computed_at=plan["computed_at"])
+    return run_result(counts, failed_features, removed, plan["computed_at"], stages,
+                      partitions=len(plan["ranges"]), **statistics)
 
 
 class _Cleanup:
@@ -298,11 +304,12 @@ def _open(connection, run_id: str) -> bool:
 def _run_partition(run: RunPartitions, index: int, ranges: dict, stamp: int, computed_at: int,
                    features: list[Feature],
                    warehouse: Warehouse, store: OnlineStore, config: Config) -> dict:
+    sketches = {} if config.STATISTICS else None
     try:
         existing, failed = extract_values(features, warehouse, store, stamp=stamp, computed_at=computed_at,
                                           chunk_size=config.EXTRACT_CHUNK_SIZE, stages={},
                                           id_ranges={table: tuple(bounds) for table, bounds in ranges.items()},
-                                          part=index)
+                                          part=index, sketches=sketches)
     except FeatureStoreError as exc:
         run.failed(index, f"partition {index}: {exc}")
         raise
@@ -311,5 +318,7 @@ def _run_partition(run: RunPartitions, index: int, ranges: dict, stamp: int, com
         run.failed(index, f"partition {index}: internal error ({exc.__class__.__name__})")
         raise
     outcome = {"counts": {feature_type: len(ids) for feature_type, ids in existing.items()}, "failed": failed}
+    if sketches is not None:
+        outcome["sketches"] = {feature_type: sketch.state() for feature_type, sketch in sketches.items()}
     run.done(index, outcome)
     return outcome
