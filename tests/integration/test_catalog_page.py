@@ -157,9 +157,9 @@ def test_the_catalog_page_shows_every_feature_and_the_runs_numbers(served, tmp_p
     client = redis.Redis.from_url(redis_url)
     latest = statistics.latest_all(client, [entry["feature_type"] for entry in entries])
     client.close()
-    if latest:  # every run records each feature's statistics (services/statistics.py)
-        assert set(latest) == {entry["feature_type"] for entry in entries}
-        assert [ft for ft, found in latest.items() if found["drift"]["drifted"]] == ["payment_type"]
+    # Every run records each feature's statistics (services/statistics.py); only payment_type drifted.
+    assert set(latest) == {entry["feature_type"] for entry in entries}
+    assert [ft for ft, found in latest.items() if found["drift"]["drifted"]] == ["payment_type"]
 
     dom = Tree(chromium(tmp_path, "--dump-dom", f"{served}/").stdout).root
     assert next(e for e in dom.iter() if e.tag == "title").text() == "Feature catalog"
@@ -201,10 +201,7 @@ def test_the_catalog_page_shows_every_feature_and_the_runs_numbers(served, tmp_p
         freshness = card.find(data_section="freshness")
         assert freshness.find(data_field="fresh").text() == "within max age"
         assert freshness.find(data_field="last_run_id").attrs["title"] == last["job_id"]
-        if latest:
-            check_statistics(card, latest[entry["feature_type"]], last["job_id"])
-        else:
-            assert "no statistics yet" in card.find(data_section="statistics").text()
+        check_statistics(card, latest[entry["feature_type"]], last["job_id"])
         if "lineage" in entry:  # the tables and columns it reads
             shown = {row.attrs["data-table"]: [e.attrs["data-column"] for e in row.having("data-column")]
                      for row in card.find(data_section="lineage").having("data-table")}
@@ -220,10 +217,9 @@ def test_the_catalog_page_shows_every_feature_and_the_runs_numbers(served, tmp_p
         shown = {cell.attrs["data-count"]: number(cell.text()) for cell in row.having("data-count")}
         assert shown == run["features_extracted"]
 
-    if latest:
-        assert dom.find(data_summary="drifted").text() == "1 drifted"
-        assert [e.attrs["data-drifted"] for e in rows[0].having("data-drifted")] == ["payment_type"]
-        assert rows[1].having("data-drifted") == []
+    assert dom.find(data_summary="drifted").text() == "1 drifted"
+    assert [e.attrs["data-drifted"] for e in rows[0].having("data-drifted")] == ["payment_type"]
+    assert rows[1].having("data-drifted") == []
 
     # The screenshot the README shows.
     SCREENSHOT.parent.mkdir(exist_ok=True)
