@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from markupsafe import escape
 
+from tests import scenario
 from tests.conftest import free_port
 
 READ, ADMIN = "catalog-read-key", "catalog-admin-key"
@@ -41,3 +42,15 @@ def test_without_redis_the_page_still_shows_the_catalog(make_app, scenario_sqlit
     html = page.get_data(as_text=True)
     assert 'data-section="runs-unavailable"' in html and "unreachable" in html
     assert html.count("data-feature-type=") == len(list(app.extensions["feature_store"].registry))
+
+
+def test_a_feature_that_failed_in_the_last_run_says_why_and_keeps_its_last_refresh(client, scenario_sqlite):
+    first = client.post("/api/v1/features/extract").get_json()
+    scenario.execute(scenario_sqlite, "DROP TABLE quotes")
+    failed = client.post("/api/v1/features/extract")
+    assert failed.status_code == 500 and "quote_creation_to_binding_time" in failed.get_json()["failed_features"]
+    html = client.get("/").get_data(as_text=True)
+    card = html[html.index('data-feature-type="quote_creation_to_binding_time"'):]
+    card = card[:card.index("</article>")]
+    assert "status-failed" in card and "quotes" in card  # the reason names the missing table
+    assert f'title="{first["job_id"]}"' in card  # refreshed last by the first run
