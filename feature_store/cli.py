@@ -101,8 +101,10 @@ def _table(rows: list[tuple[str, ...]]) -> None:
                                                        "and GET /feature-sets')")
 def list_features(as_json: bool) -> None:
     """List the features (entity type, data type, feature sets) and the feature sets."""
-    registry = _services().registry
-    catalog, sets = discovery.catalog(registry), discovery.feature_sets(registry)
+    services = _services()
+    registry = services.registry
+    catalog = discovery.catalog(registry, services.store, services.server.max_ages)
+    sets = discovery.feature_sets(registry)
     if as_json:
         _echo_json({"features": catalog, "feature_sets": sets})
         return

@@ -75,14 +75,16 @@ class StreamProcess:
 
 
 def stored_values(client: redis.Redis) -> dict[str, bytes]:
-    """{key: value JSON} of every feature value in `client`'s database."""
+    """{key: value JSON} of every feature value stored in `client`'s database."""
     found = {}
     for feature_type in REGISTRY.feature_types():
         keys = sorted(client.scan_iter(match=f"{feature_type}:*", count=1000))
         with client.pipeline(transaction=False) as pipe:
             for name in keys:
                 pipe.hget(name, "value")
-            found.update({name.decode(): value for name, value in zip(keys, pipe.execute(), strict=True)})
+            # A removed value's tombstone (online_store/ordering.py) holds no value.
+            found.update({name.decode(): value for name, value in zip(keys, pipe.execute(), strict=True)
+                          if value is not None})
     return found
 
 

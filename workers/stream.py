@@ -22,6 +22,7 @@ from feature_store.services.jobs import ExtractionRuns
 from feature_store.streaming.apply import Applier
 from feature_store.streaming.process import StreamProcess
 from feature_store.streaming.slot import Slot, check_slot_name
+from feature_store.versions import current_versions
 from feature_store.warehouse import Warehouse
 
 log = logging.getLogger("workers.stream")
@@ -49,7 +50,8 @@ def main() -> int:
                           job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
                           feature_types=REGISTRY.feature_types())
     warehouse = Warehouse(config.WAREHOUSE_URL)
-    applier = Applier(REGISTRY, warehouse, OnlineStore(client),
+    # Values written with their definition's version, as the web process and workers write them.
+    applier = Applier(REGISTRY, warehouse, OnlineStore(client, versions=current_versions(REGISTRY)),
                       start_refresh=lambda feature_types: runs.start_or_join(feature_types))
     slot = Slot(config.WAREHOUSE_URL, config.STREAM_SLOT)
     try:

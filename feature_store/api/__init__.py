@@ -138,7 +138,8 @@ def _items(body) -> list[tuple[str, str]] | list[tuple[str, str, datetime | None
 @bp.get("/discovery")
 def discover():
     """List every feature with its metadata."""
-    return json_response(discovery.catalog(_services().registry))
+    services = _services()
+    return json_response(discovery.catalog(services.registry, services.store, services.server.max_ages))
 
 
 @bp.get("/parity")

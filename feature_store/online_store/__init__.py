@@ -7,6 +7,8 @@ Fields of each hash:
                  string, and makes "older than this run" one comparison
     version      the fingerprint of the feature's definition that computed it (versions.py); a
                  value of another fingerprint is not served (it reads as not cached)
+    position     where in the warehouse's history the read that computed it stands (PostgreSQL):
+                 a write of an older position does not replace it (ordering.py)
 
 Beside the values, per feature type, the ids an extraction run needs to find the values of gone
 entities without a scan (id_records.py).
@@ -31,6 +33,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from feature_store.errors import StoreUnavailable
+from feature_store.online_store import ordering
 from feature_store.online_store.id_records import IdRecords, decode_ids, on_demand_key, parse_stored_id, record_key
 from feature_store.online_store.local_cache import LocalCache
 
@@ -39,19 +42,28 @@ FIELDS = ("value", "computed_at", "version")
 
 # Delete a value only if it is not newer than the run that found its entity gone: a value written
 # after the run's second (on demand, for an entity created after the run's snapshot) stays. A value
-# without a readable computed_at (or not a hash) is not in the layout and goes too.
+# without a readable computed_at (or not a hash) is not in the layout and goes too. With the run's
+# warehouse position (ARGV[2]), a value read at a later position of the same warehouse (a streamed
+# value of an entity created after the run's read, within its second) stays too (ordering.py).
 # Returns 1 when deleted, 0 when there was nothing, -1 when kept.
 _DELETE_IF_OLDER = """
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'none' then return 0 end
-local computed_at = 0
+local computed_at, position = 0, nil
 if kind == 'hash' then
-  computed_at = tonumber(redis.call('HGET', KEYS[1], 'computed_at')) or 0
+  local stored = redis.call('HMGET', KEYS[1], 'computed_at', 'position')
+  computed_at, position = tonumber(stored[1]) or 0, stored[2]
 end
-if computed_at <= tonumber(ARGV[1]) then
-  return redis.call('DEL', KEYS[1])
+if computed_at > tonumber(ARGV[1]) then return -1 end
+local run = ARGV[2]
+if position and run and run ~= '' then
+  local ps, rs = string.find(position, ':', 1, true), string.find(run, ':', 1, true)
+  if ps and rs and string.sub(position, 1, ps) == string.sub(run, 1, rs)
+      and string.sub(position, ps + 1) > string.sub(run, rs + 1) then
+    return -1
+  end
 end
-return -1
+return redis.call('DEL', KEYS[1])
 """
 
 
@@ -142,6 +154,8 @@ class OnlineStore:
         self._delete_if_older = client.register_script(_DELETE_IF_OLDER)
         self._next_run_stamp = client.register_script(_NEXT_RUN_STAMP)
         self.records = IdRecords(client, self._delete_if_older)
+        self._write_if_newer = client.register_script(ordering.WRITE_IF_NEWER)
+        self._delete_if_newer = client.register_script(ordering.DELETE_IF_NEWER)
 
     def _version_field(self, feature_type: str) -> tuple:
         version = self.versions.get(feature_type)
@@ -190,13 +204,14 @@ class OnlineStore:
                 for (feature_type, _), (value, computed_at, version) in zip(keys, replies, strict=True)]
 
     def write(self, feature_type: str, values: Iterable[tuple[object, bytes]], computed_at: int, *,
-              on_demand: bool = False) -> int:
+              on_demand: bool = False, position: bytes | None = None) -> int:
         """Store each (entity id, value JSON) of one feature with `computed_at`; returns the count.
 
         Each value is one HSET of both fields, so no reader sees a value beside another run's
         computed_at. With `on_demand` (values computed outside an extraction run), their ids are
         added to the feature's on-demand id set after the values, so that the next run checks them
-        (see id_records.py).
+        (see id_records.py). With the warehouse `position` the values were read at, a value is
+        written only where the stored one is not of a later position (ordering.py).
 
         Raises:
             StoreUnavailable: Redis is unreachable or did not answer in time.
@@ -204,6 +219,8 @@ class OnlineStore:
         values = list(values)
         if not values:
             return 0
+        if position is not None:
+            return self.apply_changes([(feature_type, values, (), position)], computed_at, on_demand=on_demand)[0]
         try:
             if not self._raw_protocol:
                 tail = ("computed_at", computed_at, *self._version_field(feature_type))
@@ -232,10 +249,27 @@ class OnlineStore:
         except redis.RedisError as exc:
             raise _store_error(exc) from exc
 
+    def apply_changes(self, work: Sequence[tuple[str, Sequence[tuple[object, bytes]], Sequence[object], bytes | None]],
+                      computed_at: int, *, on_demand: bool = True) -> tuple[int, int]:
+        """For each (feature_type, values, gone ids, position): write the values (entity id, value
+        JSON) and remove the values of the gone ids, each only where the stored one is not of a
+        later position (ordering.py: a removal leaves a tombstone). One pipeline for all of it
+        (the streaming process's batch), the written ids added to the on-demand sets (the next
+        extraction run checks them). Returns (values written, values removed).
+
+        Raises:
+            StoreUnavailable: Redis is unreachable or did not answer in time.
+        """
+        try:
+            return ordering.apply_changes(self, work, computed_at, on_demand=on_demand)
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+
     @contextmanager
     def batch_writer(self, computed_at: int) -> Iterator[Callable[[str, list[tuple[object, bytes]]], None]]:
-        """A writer for an extraction run's values: `write(feature_type, chunk)` stores each
-        (entity id, value JSON) of the chunk with `computed_at`, as write() does.
+        """A writer for an extraction run's values: `write(feature_type, chunk, position=None)`
+        stores each (entity id, value JSON) of the chunk with `computed_at`, as write() does (with
+        the warehouse `position` its query read at: not over a value of a later one).
 
         One connection, and one chunk in flight: each chunk is packed while Redis still executes
         the previous one, whose replies are read (an error reply fails the write) just before the
@@ -245,10 +279,13 @@ class OnlineStore:
             StoreUnavailable: Redis is unreachable, did not answer in time or refused a command.
         """
         if self.cluster:
-            yield lambda feature_type, chunk: self._write_per_node(feature_type, chunk, computed_at)
+            self.ensure_scripts()
+            yield lambda feature_type, chunk, position=None: self._write_per_node(feature_type, chunk, computed_at,
+                                                                                  position)
             return
         if not self._raw_protocol:
-            yield lambda feature_type, chunk: self.write(feature_type, chunk, computed_at) and None
+            yield lambda feature_type, chunk, position=None: self.write(feature_type, chunk, computed_at,
+                                                                        position=position) and None
             return
         pool = self.redis.connection_pool
         try:
@@ -256,17 +293,24 @@ class OnlineStore:
         except redis.RedisError as exc:
             raise _store_error(exc) from exc
         in_flight = 0
+        sha: list[bytes] = []
 
-        def write(feature_type: str, chunk: list[tuple[object, bytes]]) -> None:
+        def write(feature_type: str, chunk: list[tuple[object, bytes]], position: bytes | None = None) -> None:
             nonlocal in_flight
             if not chunk:
                 return
-            payload = _pack_hsets(feature_type, chunk, computed_at, self.versions.get(feature_type))
+            version = self.versions.get(feature_type)
+            if position is None:
+                payload, replies = _pack_hsets(feature_type, chunk, computed_at, version), len(chunk)
+            else:
+                if not sha:  # loaded once per run: the packed calls below name it
+                    sha.append(self.redis.script_load(ordering.WRITE_IF_NEWER).encode())
+                payload, replies = ordering.pack_writes(sha[0], feature_type, chunk, computed_at, version, position)
             for _ in range(in_flight):
                 conn.read_response()
             in_flight = 0
             conn.send_packed_command([payload])
-            in_flight = len(chunk)
+            in_flight = replies
 
         try:
             yield write
@@ -299,9 +343,10 @@ class OnlineStore:
             raise _store_error(exc) from exc
         return sorted(ids)
 
-    def _write_per_node(self, feature_type: str, chunk: list[tuple[object, bytes]], computed_at: int) -> None:
-        """A chunk of HSETs on a cluster: packed per node (the keys' slots decide), sent to every
-        node, then every reply read."""
+    def _write_per_node(self, feature_type: str, chunk: list[tuple[object, bytes]], computed_at: int,
+                        position: bytes | None = None) -> None:
+        """A chunk of HSETs on a cluster (with a `position`: conditional writes, one script call per
+        key): packed per node (the keys' slots decide), sent to every node, then every reply read."""
         by_node: dict[str, tuple[object, list]] = {}
         get_node = self.redis.get_node_from_key
         prefix = f"{feature_type}:"
@@ -314,9 +359,15 @@ class OnlineStore:
                 for node, values in by_node.values():
                     pool = self.redis.get_redis_connection(node).connection_pool
                     conn = pool.get_connection()
-                    sent.append((pool, conn, len(values)))
-                    conn.send_packed_command([_pack_hsets(feature_type, values, computed_at,
-                                                          self.versions.get(feature_type))])
+                    version = self.versions.get(feature_type)
+                    if position is None:
+                        sent.append((pool, conn, len(values)))
+                        conn.send_packed_command([_pack_hsets(feature_type, values, computed_at, version)])
+                    else:
+                        payload, replies = ordering.pack_writes(self._write_if_newer.sha.encode(), feature_type,
+                                                                values, computed_at, version, position, group=1)
+                        sent.append((pool, conn, replies))
+                        conn.send_packed_command([payload])
                 for _, conn, count in sent:
                     for _ in range(count):
                         conn.read_response()
@@ -336,6 +387,7 @@ class OnlineStore:
         if self.cluster:
             try:
                 self.redis.script_load(_DELETE_IF_OLDER)
+                self.redis.script_load(ordering.WRITE_IF_NEWER)
             except redis.RedisError as exc:
                 raise _store_error(exc) from exc
 
@@ -385,12 +437,14 @@ class OnlineStore:
         except redis.RedisError as exc:
             raise _store_error(exc) from exc
 
-    def remove_stale(self, feature_types: Sequence[str], run: int, parts: int, older_than: int) -> dict[str, int]:
+    def remove_stale(self, feature_types: Sequence[str], run: int, parts: int, older_than: int,
+                     positions: Mapping[str, bytes | None] | None = None) -> dict[str, int]:
         """After every part of run `run` wrote: delete the values of entities the run did not
-        find (unless computed after `older_than`); returns the count deleted per feature type."""
+        find (unless computed after `older_than`, or read at a later warehouse position than the
+        feature's in `positions`); returns the count deleted per feature type."""
         self.ensure_scripts()
         try:
-            return self.records.finish_run(feature_types, run, parts, older_than)
+            return self.records.finish_run(feature_types, run, parts, older_than, positions=positions)
         except redis.RedisError as exc:
             raise _store_error(exc) from exc
 

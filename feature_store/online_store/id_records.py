@@ -166,15 +166,18 @@ class IdRecords:
 
     # --- a run's end ----------------------------------------------------------------------------
     def finish_run(self, feature_types: Sequence[str], run: int, parts: int, older_than: int,
-                   scan_count: int = 10_000) -> dict[str, int]:
+                   scan_count: int = 10_000, positions=None) -> dict[str, int]:
         """After every part of run `run` wrote its values: delete the values of the ids that the
         record, other runs' lists or the on-demand set name but this run did not write, unless
         they were computed after `older_than` (the run's stamp). Then the record holds this run's
-        ids (and any kept). Returns the count deleted per feature type."""
-        return {feature_type: self._finish(feature_type, run, parts, older_than, scan_count)
+        ids (and any kept). Returns the count deleted per feature type. `positions`: the warehouse
+        position each feature's query read at (a value read later stays; ordering.py)."""
+        return {feature_type: self._finish(feature_type, run, parts, older_than, scan_count,
+                                           (positions or {}).get(feature_type) or b"")
                 for feature_type in feature_types}
 
-    def _finish(self, feature_type: str, run: int, parts: int, older_than: int, scan_count: int) -> int:
+    def _finish(self, feature_type: str, run: int, parts: int, older_than: int, scan_count: int,
+                position: bytes = b"") -> int:
         record_name = record_key(feature_type)
         own_prefix = part_key(feature_type, run, 0)[:-1].encode()
         names = sorted(self.redis.smembers(pending_key(feature_type)))
@@ -239,7 +242,8 @@ class IdRecords:
         kept: list[int] = []
         for start in range(0, len(stale), 1000):
             batch = stale[start:start + 1000]
-            for entity_id, outcome in zip(batch, self._delete_older(feature_type, batch, older_than), strict=True):
+            for entity_id, outcome in zip(batch, self._delete_older(feature_type, batch, older_than, position),
+                                          strict=True):
                 deleted += outcome == 1
                 if outcome == -1:
                     kept.append(entity_id)
@@ -247,15 +251,16 @@ class IdRecords:
             self.redis.set(record_name, encode_ids(_union(run_ids, kept)) if kept else run_blob)
         return deleted
 
-    def _delete_older(self, feature_type: str, ids: list[int], older_than: int) -> list[int]:
+    def _delete_older(self, feature_type: str, ids: list[int], older_than: int, position: bytes = b"") -> list[int]:
         """The delete-if-older script on each value of `ids`, pipelined: its outcome per id. A
         cluster's pipelines refuse scripts, so there each node gets a pipeline of its own keys
         (the script was loaded on every node: OnlineStore.ensure_scripts)."""
         keys = [f"{feature_type}:{entity_id}" for entity_id in ids]
+        run_position = position  # (the loops below use `position` for places in `keys`)
         if not isinstance(self.redis, RedisCluster):
             with self.redis.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    self._delete_if_older(keys=[key], args=[older_than], client=pipe)
+                    self._delete_if_older(keys=[key], args=[older_than, run_position], client=pipe)
                 return pipe.execute()
         by_node: dict[str, tuple[object, list[int]]] = {}
         for position, key in enumerate(keys):
@@ -266,7 +271,7 @@ class IdRecords:
         for node, positions in by_node.values():
             with self.redis.get_redis_connection(node).pipeline(transaction=False) as pipe:
                 for position in positions:
-                    pipe.evalsha(sha, 1, keys[position], older_than)
+                    pipe.evalsha(sha, 1, keys[position], older_than, run_position)
                 for position, outcome in zip(positions, pipe.execute(), strict=True):
                     outcomes[position] = outcome
         return outcomes

@@ -21,12 +21,16 @@ log = logging.getLogger(__name__)
 
 
 def _query_to_spool(warehouse: Warehouse, feature, spool, chunk_size: int,
-                    id_range: IdRange | None, stages: dict[str, float], sketch: FeatureSketch | None) -> array:
+                    id_range: IdRange | None, stages: dict[str, float], sketch: FeatureSketch | None,
+                    positions: dict[str, bytes | None]) -> array:
     """Stream one feature's query into `spool` (marshalled chunks, then None); returns the
     sorted ids of the entities it saw (the run's snapshot of which entities exist). With
-    `sketch`, each chunk's values are added to it too (the run's statistics, in the same pass)."""
+    `sketch`, each chunk's values are added to it too (the run's statistics, in the same pass).
+    The warehouse position its query read at goes to `positions`: its values are written with
+    it, so they never replace a value of a later read (a streamed change; online_store/ordering.py)."""
     ids = array("q")
-    for chunk in warehouse.stream(feature, chunk_size=chunk_size, id_range=id_range, timings=stages):
+    for chunk in warehouse.stream(feature, chunk_size=chunk_size, id_range=id_range, timings=stages,
+                                  on_position=lambda at: positions.__setitem__(feature.feature_type, at)):
         marshal.dump(chunk, spool)
         ids.extend(entity_id for entity_id, _ in chunk)
         if sketch is not None:
@@ -46,11 +50,13 @@ def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: Onl
                    computed_at: int,
                    chunk_size: int, stages: dict[str, float], id_ranges: dict[str, IdRange] | None = None,
                    part: int = 0, on_progress: Callable[[dict], None] | None = None,
-                   sketches: dict[str, FeatureSketch] | None = None) -> tuple[dict[str, array], dict[str, str]]:
+                   sketches: dict[str, FeatureSketch] | None = None,
+                   positions: dict[str, bytes | None] | None = None) -> tuple[dict[str, array], dict[str, str]]:
     """Phases 1 and 2 of a run (see extract_all) for `features`, over every entity or, with
     `id_ranges` ({entity table: [lo, hi)}), for partition `part`. The run is named by its `stamp`
     (unique, later than every earlier run's); its values carry `computed_at` (the run's start).
     With `sketches` (a dict), it is filled with each written feature's statistics (sketches.py).
+    With `positions` (a dict), with the warehouse position each feature's query read at.
 
     Returns:
         ({feature_type: sorted entity ids} of the features written, {feature_type: reason} of
@@ -63,6 +69,7 @@ def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: Onl
     spools = {f.feature_type: tempfile.TemporaryFile(prefix=f"feature-store-{f.feature_type}-") for f in features}
     existing: dict[str, array] = {}
     failed: dict[str, str] = {}
+    positions = {} if positions is None else positions
     try:
         started = time.perf_counter()
         stages.setdefault("query", 0.0)
@@ -78,7 +85,7 @@ def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: Onl
                 existing[feature.feature_type] = _query_to_spool(
                     warehouse, feature, spools[feature.feature_type], chunk_size,
                     id_ranges.get(feature.entity.table) if id_ranges else None, stages,
-                    made.get(feature.feature_type))
+                    made.get(feature.feature_type), positions)
             except FeatureStoreError as exc:
                 failed[feature.feature_type] = str(exc)
                 log.warning("%s: query failed, its previous values stay: %s", feature.feature_type, exc)
@@ -100,7 +107,7 @@ def extract_values(features: Sequence[Feature], warehouse: Warehouse, store: Onl
                 spool = spools[feature_type]
                 spool.seek(0)
                 while (chunk := marshal.load(spool)) is not None:
-                    write(feature_type, chunk)
+                    write(feature_type, chunk, positions.get(feature_type))
         stages["write"] = stages.get("write", 0.0) + time.perf_counter() - started
     finally:
         for spool in spools.values():
@@ -179,14 +186,16 @@ def extract_all(features: Sequence[Feature], warehouse: Warehouse, store: Online
     store.begin_run([f.feature_type for f in features])
     stages["prepare"] = time.perf_counter() - started
     sketches = {} if statistics is not None and statistics.enabled else None
+    positions: dict[str, bytes | None] = {}
     existing, failed = extract_values(features, warehouse, store, stamp=stamp, computed_at=computed_at,
+                                      positions=positions,
                                       chunk_size=chunk_size, stages=stages, on_progress=on_progress,
                                       sketches=sketches)
     counts = {feature_type: len(ids) for feature_type, ids in existing.items()}
     progress = on_progress or (lambda update: None)
     progress({"phase": "remove_stale", "counts": counts})
     started = time.perf_counter()
-    removed = store.remove_stale(list(existing), stamp, 1, computed_at)
+    removed = store.remove_stale(list(existing), stamp, 1, computed_at, positions=positions)
     stages["remove_stale"] = time.perf_counter() - started
     log.info("extraction done: %s values, removed %s", sum(counts.values()), removed)
     extra = {}

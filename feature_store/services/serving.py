@@ -52,7 +52,8 @@ class FeatureServer:
         self.store = store
         self.warehouse = warehouse
         self._known = frozenset(registry.feature_types())
-        self.max_ages = {ft: age for ft, age in (max_ages or {}).items() if age is not None}
+        self.max_ages = dict(max_ages or {})
+        self._limits = {ft: age for ft, age in self.max_ages.items() if age is not None}
         self._warehouse_failed_at = float("-inf")  # monotonic time of the last failed recomputation
 
     def lookup(self, requests: Sequence[tuple[str, str] | tuple[str, str, datetime | None]]) -> list[Lookup]:
@@ -91,7 +92,7 @@ class FeatureServer:
         hits = 0
         misses: dict[str, list[int]] = {}
         stale: dict[int, tuple[bytes, int]] = {}  # position -> the cached value past its max age
-        max_ages, now = self.max_ages, now_seconds()
+        max_ages, now = self._limits, now_seconds()
         for i, hit in zip(to_read, cached, strict=True):
             feature_type, entity_id = requests[i][0], requests[i][1]
             if hit is None:
@@ -109,10 +110,10 @@ class FeatureServer:
             feature = self.registry.get(feature_type)
             computed_at = now_seconds()
             only_stale = all(i in stale for i in positions)
-            values = None
+            values, read_at = None, None
             if not only_stale or time.monotonic() - self._warehouse_failed_at >= STALE_RETRY_SECONDS:
                 try:
-                    values = self.warehouse.compute(feature, (int(requests[i][1]) for i in positions))
+                    values, read_at = self.warehouse.compute_at(feature, (int(requests[i][1]) for i in positions))
                 except WarehouseUnavailable:
                     if not only_stale:
                         raise
@@ -122,8 +123,9 @@ class FeatureServer:
                 for i in positions:
                     results[i] = Lookup(feature_type, requests[i][1], *stale[i], stale=True)
                 continue
+            # Not over a value of a later read of the warehouse (a streamed change: ordering.py).
             self.store.write(feature_type, ((str(eid), v) for eid, v in values.items()), computed_at,
-                             on_demand=True)
+                             on_demand=True, position=read_at)
             metrics.count_values("on_demand", len(values))
             metrics.count_values("missing", len(positions) - len(values))
             for i in positions:

@@ -26,12 +26,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import redis
-
-from feature_store.errors import StoreUnavailable
 from feature_store.lineage import Route, lineage
-from feature_store.online_store import OnlineStore, key, now_seconds
-from feature_store.online_store.id_records import on_demand_key
+from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.registry import Feature, Registry
 from feature_store.streaming.decoding import TOAST_UNCHANGED, TRUNCATE, Transaction
 from feature_store.warehouse import Warehouse
@@ -135,43 +131,23 @@ class Applier:
         Idempotent: applying a batch again (after a crash before the slot was confirmed) writes
         the same values, since they are recomputed from the warehouse, never incremented.
 
+        Each value (and each removal: a tombstone) lands only where the stored value is not of a
+        later warehouse read (online_store/ordering.py), in one pipeline for the whole batch.
+
         Raises:
             WarehouseUnavailable: the warehouse failed (nothing was written).
             StoreUnavailable: Redis failed (some values may be fresh already; none is older).
         """
         found = self.affected(transactions)
         computed_at = now_seconds()
-        work: list[tuple[str, dict[int, bytes], set[int]]] = []
+        work = []
         for feature_type, ids in found.entities.items():
             if ids:
-                values = self.warehouse.compute(self.registry.get(feature_type), ids, batch=True)
-                work.append((feature_type, values, ids))
-        written, removed = self._write(work, computed_at)
+                # Read after the batch's changes were decoded, so its position is later than
+                # theirs: a run that read before them cannot overwrite these (ordering.py).
+                values, read_at = self.warehouse.compute_at(self.registry.get(feature_type), ids, batch=True)
+                work.append((feature_type, list(values.items()), [i for i in ids if i not in values], read_at))
+        written, removed = self.store.apply_changes(work, computed_at)
         if found.refresh and self.start_refresh is not None:
             self.start_refresh(sorted(found.refresh))
         return Applied(written, removed, tuple(sorted(found.refresh)))
-
-    def _write(self, work: list[tuple[str, dict[int, bytes], set[int]]], computed_at: int) -> tuple[int, int]:
-        """One pipeline for the whole batch: each value one HSET of both fields (as extraction
-        writes them), the ids added to the feature's on-demand set (so the next extraction run
-        checks them, see id_records.py), and the values of entities gone from the warehouse
-        removed."""
-        written = removed = 0
-        try:
-            with self.store.redis.pipeline(transaction=False) as pipe:
-                for feature_type, values, ids in work:
-                    for entity_id, value in values.items():
-                        pipe.hset(key(feature_type, str(entity_id)), mapping={"value": value,
-                                                                             "computed_at": computed_at})
-                    if values:
-                        pipe.sadd(on_demand_key(feature_type), *(str(i) for i in values))
-                    gone = [key(feature_type, str(i)) for i in ids if i not in values]
-                    for name in gone:
-                        pipe.delete(name)
-                    written += len(values)
-                    removed += len(gone)
-                if written or removed:
-                    pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable("the online store (Redis) is unreachable or not answering") from exc
-        return written, removed

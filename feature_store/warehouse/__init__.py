@@ -111,9 +111,18 @@ class Warehouse:
         Raises:
             WarehouseUnavailable: the warehouse did not answer within the deadline, or failed.
         """
+        return self.compute_at(feature, entity_ids, batch=batch)[0]
+
+    def compute_at(self, feature: Feature, entity_ids: Iterable[int], *,
+                   batch: bool = False) -> tuple[dict[int, bytes], bytes | None]:
+        """compute(), with the warehouse position the values were read at (see position()).
+
+        Raises:
+            WarehouseUnavailable: as compute().
+        """
         ids = sorted(set(entity_ids))
         if not ids:
-            return {}
+            return {}, None
         if batch:
             return self._compute(feature, ids, batch=True)
         future = self._executor.submit(self._compute, feature, ids)
@@ -123,10 +132,12 @@ class Warehouse:
             future.cancel()
             raise WarehouseUnavailable("the warehouse did not answer in time") from None
 
-    def _compute(self, feature: Feature, ids: list[int], *, batch: bool = False) -> dict[int, bytes]:
+    def _compute(self, feature: Feature, ids: list[int], *, batch: bool = False
+                 ) -> tuple[dict[int, bytes], bytes | None]:
         values: dict[int, bytes] = {}
         try:
             with (self.batch_engine if batch else self.request_engine).connect() as conn:
+                at = position(conn)
                 for start in range(0, len(ids), MAX_IDS_PER_QUERY):
                     chunk = ids[start:start + MAX_IDS_PER_QUERY]
                     rows = conn.execute(feature.query(Current(lambda col, chunk=chunk: col.in_(chunk))))
@@ -136,7 +147,7 @@ class Warehouse:
             raise _unavailable(exc) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
-        return values
+        return values, at
 
     def compute_as_of(self, feature: Feature, items: Sequence[tuple[int, int, datetime]]) -> dict[int, bytes]:
         """The encoded value of `feature` at each spine item (position, entity id, naive UTC
@@ -188,14 +199,17 @@ class Warehouse:
             raise _unreadable(feature, exc) from exc
 
     def stream(self, feature: Feature, *, chunk_size: int, id_range: tuple[int | None, int | None] | None = None,
-               timings: dict[str, float] | None = None) -> Iterator[list[tuple[int, bytes]]]:
+               timings: dict[str, float] | None = None,
+               on_position: Callable[[bytes | None], None] | None = None) -> Iterator[list[tuple[int, bytes]]]:
         """Every entity's encoded value of `feature`, in chunks of `chunk_size` rows.
 
         One set-based query over the whole table (or the id range [lo, hi); None: unbounded on
         that side), streamed with a server-side cursor where the dialect has one, so memory stays
         flat whatever the size.
 
-        With `timings`, the seconds spent encoding values are added to its "encode".
+        With `timings`, the seconds spent encoding values are added to its "encode". With
+        `on_position`, it is called with the warehouse position of the query's read (position())
+        before the first chunk.
 
         Raises:
             WarehouseUnavailable: the query could not run or broke off.
@@ -218,6 +232,8 @@ class Warehouse:
                     timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
         try:
             with self.batch_engine.connect() as conn:
+                if on_position is not None:
+                    on_position(position(conn))  # in the query's transaction, before its snapshot
                 raw = _raw_rows(conn, statement, chunk_size) if conn.dialect.name in _RAW_DIALECTS else None
                 if raw is not None:
                     for rows in raw:
@@ -318,6 +334,26 @@ _RAW_DIALECTS = frozenset({"sqlite", "postgresql"})
 # connection is pooled again.
 _BATCH_CURSOR_TUPLE_FRACTION = 1.0
 _PLAN_FOR_EVERY_ROW = "SET LOCAL cursor_tuple_fraction = %r"
+
+
+# The WAL flushed so far (a standby: replayed), read before a statement takes its snapshot: every
+# commit up to it is visible to that statement (online_store/ordering.py says where this is not
+# exact). The system identifier tells one cluster's positions from another's.
+_POSITION = ("SELECT (SELECT system_identifier FROM pg_control_system())::text, (CASE WHEN pg_is_in_recovery() "
+             "THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text")
+
+
+def position(conn: Connection) -> bytes | None:
+    """Where in the warehouse's history a statement run next on `conn` reads (None where the
+    dialect has no such position: SQLite). Call it before the statement, in its transaction."""
+    if conn.dialect.name != "postgresql":
+        return None
+    system_identifier, lsn = conn.exec_driver_sql(_POSITION).one()
+    if lsn is None:
+        return None
+    high, _, low = lsn.partition("/")
+    # `{system identifier}:{WAL position in 16 hex digits}`: positions of one cluster compare as text.
+    return b"%s:%016X" % (system_identifier.encode(), (int(high, 16) << 32) | int(low, 16))
 
 
 class _DriverError(Exception):

@@ -1,0 +1,119 @@
+"""Ordering: a value is never replaced by one computed from an older read of the warehouse. Each
+race is forced: an extraction run (the real extract_all) or an on-demand computation reads the
+warehouse, a change is committed and streamed by the real streaming process, and only then does
+the older read write."""
+
+from __future__ import annotations
+
+import orjson
+import redis
+
+from feature_store.features import REGISTRY
+from feature_store.online_store import OnlineStore, now_seconds
+from feature_store.services.extraction import extract_all
+from feature_store.versions import current_versions
+from feature_store.warehouse import Warehouse
+from tests.conftest import wait_for
+from tests.integration import test_streaming
+from tests.integration.test_streaming import commit, wait_equal
+from tests.streaming import extract
+
+# The streaming tests' fixtures: the streaming processes of a test, the reference extraction's Redis.
+streams, scratch_url = test_streaming.streams, test_streaming.scratch_url
+
+
+def _value(client: redis.Redis, name: str) -> bytes | None:
+    return client.hget(name, "value")
+
+
+def _run_with_a_change_before_its_writes(url: str, redis_url: str, change: str, streamed) -> dict:
+    """A full extraction run whose queries all read before `change` commits; the change is
+    committed and streamed (`streamed(client)` true) before the run writes anything."""
+    client = redis.Redis.from_url(redis_url)
+    warehouse = Warehouse(url)
+    store = OnlineStore(client, versions=current_versions(REGISTRY))
+
+    def between_read_and_write(update: dict) -> None:
+        if update["phase"] == "write":
+            commit(url, change)
+            wait_for(lambda: streamed(client), timeout=30, what="the change to be streamed")
+
+    try:
+        return extract_all(list(REGISTRY), warehouse, store, chunk_size=1000, on_progress=between_read_and_write)
+    finally:
+        warehouse.dispose()
+        client.close()
+
+
+def test_a_run_that_read_before_a_change_keeps_the_streamed_value(logical_database, redis_url, scratch_url,
+                                                                  streams):
+    extract(logical_database, redis_url)
+    streams(redis_url, logical_database).wait_state("streaming")
+    # User 4 has no failed payment; the change makes it one (the run read 0).
+    result = _run_with_a_change_before_its_writes(
+        logical_database, redis_url, "UPDATE payment_transactions SET status = 'failed' WHERE id = 4000",
+        lambda client: _value(client, "user_failed_transaction_count:4") == b"1")
+    assert result["features_extracted"]["user_failed_transaction_count"] == 7  # the run did write its values
+    client = redis.Redis.from_url(redis_url)
+    assert _value(client, "user_failed_transaction_count:4") == b"1"
+    client.close()
+    wait_equal(logical_database, redis_url, scratch_url)
+
+
+def test_a_run_that_read_before_an_insert_keeps_the_new_entitys_values(logical_database, redis_url, scratch_url,
+                                                                       streams):
+    extract(logical_database, redis_url)
+    streams(redis_url, logical_database).wait_state("streaming")
+    # The run does not see quote 90: removing the values of entities it did not find must spare it.
+    result = _run_with_a_change_before_its_writes(
+        logical_database, redis_url, "INSERT INTO quotes VALUES (90, 3, 1000, '2024-06-01 10:00:00', NULL)",
+        lambda client: _value(client, "quote_creation_to_binding_time:90") == b"null")
+    assert result["removed"]["quote_creation_to_binding_time"] == 0
+    client = redis.Redis.from_url(redis_url)
+    assert _value(client, "quote_creation_to_binding_time:90") == b"null"
+    client.close()
+    wait_equal(logical_database, redis_url, scratch_url)
+
+
+def test_a_run_that_read_before_a_delete_does_not_bring_the_value_back(logical_database, redis_url, scratch_url,
+                                                                       streams, make_app):
+    extract(logical_database, redis_url)
+    streams(redis_url, logical_database).wait_state("streaming")
+    _run_with_a_change_before_its_writes(
+        logical_database, redis_url, "DELETE FROM payment_transactions WHERE id = 3000",
+        lambda client: _value(client, "payment_type:3000") is None)
+    client = redis.Redis.from_url(redis_url)
+    assert _value(client, "payment_type:3000") is None
+    assert client.hget("payment_type:3000", "deleted_position") is not None  # the tombstone that kept it out
+    client.close()
+    wait_equal(logical_database, redis_url, scratch_url)
+    app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=logical_database)
+    answer = app.test_client().post("/api/v1/features/inference", json={"feature_type": "payment_type",
+                                                                        "entity_id": 3000})
+    assert answer.status_code == 404
+
+
+def test_an_on_demand_value_read_before_a_change_keeps_the_streamed_value(logical_database, redis_url, streams):
+    streams(redis_url, logical_database).wait_state("streaming")
+    client = redis.Redis.from_url(redis_url)
+    warehouse = Warehouse(logical_database)
+    store = OnlineStore(client, versions=current_versions(REGISTRY))
+    feature = REGISTRY.get("user_failed_transaction_count")
+    try:
+        # The on-demand path's read and write (FeatureServer.lookup's), with a change streamed between.
+        values, read_at = warehouse.compute_at(feature, [4])
+        assert values == {4: b"0"} and read_at is not None
+        commit(logical_database, "UPDATE payment_transactions SET status = 'failed' WHERE id = 4000")
+        wait_for(lambda: _value(client, "user_failed_transaction_count:4") == b"1", timeout=30,
+                 what="the change to be streamed")
+        assert store.write(feature.feature_type, [("4", values[4])], now_seconds(), on_demand=True,
+                           position=read_at) == 0
+        assert _value(client, "user_failed_transaction_count:4") == b"1"
+        # A later read does land.
+        values, later = warehouse.compute_at(feature, [4])
+        assert later > read_at
+        assert store.write(feature.feature_type, [("4", values[4])], now_seconds(), position=later) == 1
+        assert orjson.loads(_value(client, "user_failed_transaction_count:4")) == 1
+    finally:
+        warehouse.dispose()
+        client.close()
