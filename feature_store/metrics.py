@@ -116,15 +116,15 @@ class StoreCollector:
                                   "max age, else 0 (features refreshed by a run)", labels=["feature_type"])
         now = time.time()
         for feature_type in self.services.registry.feature_types():
-            if feature_type in max_ages:
+            if max_ages.get(feature_type) is not None:
                 limit.add_metric([feature_type], max_ages[feature_type])
             record = refreshed.get(feature_type)
             if record is None:
                 continue
             seconds = max(0.0, round(now - record["computed_at"], 3))
             age.add_metric([feature_type], seconds)
-            fresh.add_metric([feature_type], 1 if feature_type not in max_ages or seconds <= max_ages[feature_type]
-                             else 0)
+            limit_seconds = max_ages.get(feature_type)
+            fresh.add_metric([feature_type], 1 if limit_seconds is None or seconds <= limit_seconds else 0)
         yield from (age, limit, fresh)
         yield from self._stream()
 

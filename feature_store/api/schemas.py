@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from feature_store.api.statistics_schemas import RunFeatureStatisticsSchema
 from feature_store.registry import DataType
 from feature_store.services.training_sets import parse_instant
 
@@ -119,6 +120,100 @@ def _ref(*names: str) -> dict:
     return {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in names]}
 
 
+class LineageStepSchema(Schema):
+    """One join-key equality on a path: table.column = to_table.to_column."""
+
+    table = fields.String(required=True, metadata={"example": "payment_transactions"})
+    column = fields.String(required=True, metadata={"example": "policy_id"})
+    to_table = fields.String(required=True, metadata={"example": "policies"})
+    to_column = fields.String(required=True, metadata={"example": "id"})
+
+
+class LineageEntitySchema(Schema):
+    table = fields.String(required=True, metadata={"example": "users"})
+    column = fields.String(required=True, metadata={"example": "id"})
+
+
+_LINEAGE_ROLES = fields.List(fields.String(metadata={"enum": ["selected", "joined_on", "filtered_on",
+                                                               "grouped_by"]}))
+_LINEAGE_COLUMNS = {"keys": fields.String(), "values": _LINEAGE_ROLES}
+_LINEAGE_PATH = fields.List(fields.Nested(LineageStepSchema), allow_none=True, metadata={
+    "description": "the join-key equalities from a row of the table to the entity's key ([] for the entity's "
+                   "own table; null when no equality links them)"})
+
+
+class LineageSchema(Schema):
+    """What a feature reads, derived from its statement (feature_store/lineage.py)."""
+
+    entity = fields.Nested(LineageEntitySchema, required=True, metadata={"description": "the entity's key"})
+    tables = fields.List(fields.String(), required=True, metadata={"description": "the tables read"})
+    columns = fields.Dict(keys=fields.String(), values=fields.Dict(**_LINEAGE_COLUMNS), required=True,
+                          metadata={"description": "table -> column -> its roles"})
+    paths = fields.Dict(keys=fields.String(), values=_LINEAGE_PATH, required=True,
+                        metadata={"description": "table -> how its rows reach the entity"})
+
+
+class LineageReaderSchema(Schema):
+    feature_type = fields.String(required=True)
+    entity_type = fields.String(required=True)
+    columns = fields.Dict(**_LINEAGE_COLUMNS, required=True, metadata={
+        "description": "the table's columns the feature reads (only the one asked for, when one was) -> roles"})
+    path = fields.Nested(LineageStepSchema, many=True, required=True, allow_none=True, metadata={
+        "description": "how the table's rows reach the feature's entity ([] for the entity's own table; null when "
+                       "no equality links them)"})
+
+
+class LineageReadersSchema(Schema):
+    table = fields.String(required=True, metadata={"example": "policies"})
+    column = fields.String(required=True, allow_none=True, metadata={"description": "null when not asked"})
+    features = fields.List(fields.Nested(LineageReaderSchema), required=True,
+                           metadata={"description": "the features that read it, in declaration order"})
+
+
+_AGE = fields.Integer(required=True, metadata={"description": "seconds since computed_at", "example": 42})
+_STALE = fields.Boolean(required=True, metadata={
+    "description": "true when the value is older than its feature's max age and is served because the warehouse "
+                   "could not recompute it (see the README, Freshness)"})
+
+
+class FeatureVersionSchema(Schema):
+    """One version of a feature's definition (feature_store/versions.py)."""
+
+    version = fields.Integer(required=True, metadata={"example": 1})
+    fingerprint = fields.String(required=True, metadata={
+        "description": "derived from the feature's compiled statement and value function", "example": "dd10035c2287"})
+    began = fields.String(required=True, allow_none=True, metadata={
+        "description": "the date it began (UTC); null for a changed definition not recorded yet",
+        "example": "2025-01-01"})
+
+
+class FeatureFreshnessSchema(Schema):
+    """How fresh a feature's values are (services/freshness.py)."""
+
+    max_age_seconds = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "how old a served value may be before it is recomputed on read; null: no limit"})
+    last_refreshed_at = fields.String(required=True, allow_none=True, metadata={
+        "description": "when the values of the last run that refreshed it were computed (UTC); null: no run yet"})
+    last_run_id = fields.String(required=True, allow_none=True, metadata={"description": "that run's job id"})
+    age_seconds = fields.Integer(required=True, allow_none=True, metadata={"description": "seconds since then"})
+    fresh = fields.Boolean(required=True, allow_none=True, metadata={
+        "description": "whether that is within the max age; null: no run yet"})
+
+
+class FeatureDriftSchema(Schema):
+    """The drift its last run found against the run before (services/statistics.py)."""
+
+    drifted = fields.Boolean(required=True)
+    psi = fields.Float(required=True, allow_none=True)
+    ks = fields.Float(required=True, allow_none=True, metadata={"description": "numbers and datetimes only"})
+    psi_threshold = fields.Float(required=True, allow_none=True)
+    ks_threshold = fields.Float(required=True, allow_none=True)
+    job_id = fields.String(required=True, allow_none=True, metadata={"description": "the run"})
+    computed_at = fields.String(required=True, allow_none=True)
+    previous_job_id = fields.String(required=True, allow_none=True, metadata={"description": "the run compared with"})
+    previous_computed_at = fields.String(required=True, allow_none=True)
+
+
 class FeatureSchema(Schema):
     feature_type = fields.String(required=True, metadata={"example": "user_failed_transaction_count"})
     name = fields.String(required=True)
@@ -126,9 +221,17 @@ class FeatureSchema(Schema):
     entity_type = fields.String(required=True, metadata={"example": "user_id"})
     data_type = fields.String(required=True, metadata={"enum": [t.value for t in DataType]})
     created_at = fields.String(required=True, metadata={"example": "2025-01-01T00:00:00"})
-    version = fields.Integer(required=True)
+    version = fields.Integer(required=True, metadata={"description": "the current version (the last of versions)"})
+    fingerprint = fields.String(required=True, metadata={"description": "the current version's fingerprint"})
+    versions = fields.List(fields.Nested(FeatureVersionSchema), required=True, metadata={
+        "description": "every version, oldest first"})
     feature_sets = fields.List(fields.String(), required=True, metadata={"description": "the feature sets that "
                                                                                          "list it"})
+    lineage = fields.Nested(LineageSchema, required=True)
+    freshness = fields.Nested(FeatureFreshnessSchema, required=True, allow_none=True, metadata={
+        "description": "null when the online store cannot be read"})
+    drift = fields.Nested(FeatureDriftSchema, required=True, allow_none=True, metadata={
+        "description": "at its last run; null before a run with statistics, or when the store cannot be read"})
 
 
 class FeatureSetSchema(Schema):
@@ -149,6 +252,8 @@ class FeatureValueSchema(Schema):
         "description": "the value (JSON of the feature's data_type); null when the entity has none"})
     computed_at = fields.String(required=True, metadata={
         "description": "when the value was computed (UTC)", "example": "2025-01-20T12:00:00"})
+    age_seconds = _AGE
+    stale = _STALE
     as_of = fields.String(metadata={"description": "the item's as_of instant, in UTC (only when it had one)",
                                     **_INSTANT})
     success = _success(True)
@@ -177,6 +282,8 @@ class FeatureNotFoundSchema(FeatureValueMissingSchema):
 class FeatureSetValueSchema(Schema):
     feature_value = fields.Raw(required=True, allow_none=True)
     computed_at = fields.String(required=True)
+    age_seconds = _AGE
+    stale = _STALE
 
 
 class FeatureSetValuesSchema(Schema):
@@ -235,6 +342,8 @@ class ExtractionResultSchema(Schema):
     job_id = fields.String(required=True)
     joined = fields.Boolean(required=True, metadata={"description": "true when this request joined a run in "
                                                                     "progress"})
+    drifted_features = fields.List(fields.String(), required=True, metadata={
+        "description": "features whose values drifted against the previous run (GET /statistics/{feature_type})"})
 
 
 class ExtractionAcceptedSchema(Schema):
@@ -260,6 +369,9 @@ class RunResultSchema(Schema):
     computed_at = fields.String(required=True, allow_none=True, metadata={
         "description": "the values' computed_at (null when the run could not start)"})
     partitions = fields.Integer(metadata={"description": "id-range partitions, when the run was split"})
+    statistics = fields.Dict(keys=fields.String(), values=fields.Nested(RunFeatureStatisticsSchema), metadata={
+        "description": "feature type -> its statistics and drift (absent when STATISTICS=0)"})
+    drifted_features = fields.List(fields.String(), metadata={"description": "features flagged as drifted"})
     stages = fields.Dict(keys=fields.String(), values=fields.Float(), required=True,
                          metadata={"description": "stage -> seconds"})
 
@@ -367,6 +479,22 @@ class ReadyChecksSchema(Schema):
     warehouse = fields.String(required=True, metadata={"description": "\"ok\", or what is wrong"})
 
 
+class StreamSchema(Schema):
+    slot = fields.String(required=True, metadata={"description": "the replication slot (STREAM_SLOT)"})
+    state = fields.String(required=True, allow_none=True, metadata={
+        "enum": ["streaming", "idle", "waiting", None],
+        "description": "the streaming process's last report (null: none has reported)"})
+    reason = fields.String(required=True, allow_none=True, metadata={"description": "why it is idle or waiting"})
+    slot_exists = fields.Boolean(required=True, allow_none=True, metadata={
+        "description": "whether the warehouse has the slot (null: unknown)"})
+    confirmed_lsn = fields.String(required=True, allow_none=True)
+    lag_bytes = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "WAL written since the slot's confirmed position"})
+    lag_seconds = fields.Float(required=True, allow_none=True, metadata={
+        "description": "how far the values are behind the committed changes"})
+    wal_status = fields.String(required=True, allow_none=True)
+
+
 class ReadySchema(Schema):
     status = fields.String(required=True, metadata={"enum": ["ready"]})
     checks = fields.Nested(ReadyChecksSchema, required=True)
@@ -374,6 +502,8 @@ class ReadySchema(Schema):
         "description": "workers listening on the extraction queue (null in embedded mode, or when Redis is down)"})
     queue = fields.String(required=True)
     embedded = fields.Boolean(required=True)
+    stream = fields.Nested(StreamSchema, required=True, allow_none=True, metadata={
+        "description": "the streaming process's replication slot (null: streaming is not set up)"})
 
 
 class NotReadySchema(ReadySchema):

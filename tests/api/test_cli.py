@@ -45,10 +45,12 @@ def test_list_names_each_feature_with_its_entity_data_type_and_sets(run):
     assert "underwriting_v1 (user_id): user_policy_time_of_purchase, user_failed_transaction_count" in result.stdout
 
 
-def test_list_json_is_the_catalog(run):
+def test_list_json_is_the_catalog(run, embedded_app):
     result = run("list", "--json")
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {"features": discovery.catalog(REGISTRY),
+    services = embedded_app.extensions["feature_store"]
+    assert json.loads(result.stdout) == {"features": discovery.catalog(REGISTRY, services.store,
+                                                                       services.server.max_ages),
                                          "feature_sets": discovery.feature_sets(REGISTRY)}
 
 

@@ -87,3 +87,32 @@ def test_a_stale_value_is_served_marked_stale_when_the_warehouse_is_down(redis_u
     plant(store, "user_policy_time_of_purchase", 2, b'"2025-01-01T00:00:00"', age=DAY + 60)
     values = client.post(f"{BASE}/inference", json={"feature_set": "underwriting_v1", "entity_id": 2}).get_json()
     assert values["success"] is True and all(v["stale"] for v in values["values"].values())
+
+
+def test_discovery_shows_each_feature_s_freshness_and_versions(client, embedded_app):
+    before = {e["feature_type"]: e for e in client.get(f"{BASE}/discovery").get_json()}
+    assert before[FAILED]["freshness"] == {"max_age_seconds": DAY, "last_refreshed_at": None, "last_run_id": None,
+                                           "age_seconds": None, "fresh": None}
+    assert before[FAILED]["version"] == 1 and before[FAILED]["versions"] == [
+        {"version": 1, "fingerprint": before[FAILED]["fingerprint"], "began": "2025-01-01"}]
+    job_id = client.post(f"{BASE}/extract").get_json()["job_id"]
+    after = {e["feature_type"]: e for e in client.get(f"{BASE}/discovery").get_json()}
+    for entry in after.values():
+        assert entry["freshness"]["last_run_id"] == job_id and entry["freshness"]["fresh"] is True
+        assert entry["freshness"]["age_seconds"] in (0, 1)
+    # A run long ago: past the max age.
+    store = embedded_app.extensions["feature_store"].store
+    store.redis.delete("feature-store:refreshed")
+    store.note_refreshed([FAILED], "extract-old", now_seconds() - DAY - 5)
+    old = {e["feature_type"]: e for e in client.get(f"{BASE}/discovery").get_json()}[FAILED]["freshness"]
+    assert old["fresh"] is False and old["last_run_id"] == "extract-old" and old["age_seconds"] >= DAY + 5
+    # A later record is never replaced by an earlier run's.
+    store.note_refreshed([FAILED], "extract-older", now_seconds() - 2 * DAY)
+    assert store.refreshed()[FAILED]["job_id"] == "extract-old"
+
+
+def test_discovery_answers_without_freshness_when_redis_is_down(scenario_sqlite, make_app):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", WAREHOUSE_URL=scenario_sqlite)
+    response = app.test_client().get(f"{BASE}/discovery")
+    assert response.status_code == 200
+    assert all(e["freshness"] is None and e["drift"] is None and e["version"] == 1 for e in response.get_json())
