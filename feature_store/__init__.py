@@ -13,6 +13,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from config import DEMO_WAREHOUSE_PATH, DEMO_WAREHOUSE_URL, Config
 from feature_store.features import REGISTRY
 from feature_store.online_store import FIELDS, OnlineStore, connect
+from feature_store.online_store.cluster_cache import ClusterLocalCache
 from feature_store.online_store.local_cache import LocalCache
 from feature_store.registry import Registry
 from feature_store.services.freshness import max_ages
@@ -104,12 +105,13 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     warehouse = Warehouse(config.WAREHOUSE_URL, request_timeout=config.WAREHOUSE_TIMEOUT)
     cache = None
-    if config.REDIS_CLUSTER and config.REDIS_LOCAL_CACHE:
-        log.info("REDIS_CLUSTER: the in-process local cache is off (its invalidation is per node; not built yet)")
-    if not config.embedded and config.REDIS_LOCAL_CACHE and not config.REDIS_CLUSTER:
-        cache = LocalCache(config.REDIS_URL, socket_timeout=config.REDIS_SOCKET_TIMEOUT,
-                           connect_timeout=config.REDIS_CONNECT_TIMEOUT, max_entries=config.REDIS_LOCAL_CACHE_SIZE,
-                           ping_timeout=config.REDIS_SOCKET_TIMEOUT, fields=FIELDS)
+    if not config.embedded and config.REDIS_LOCAL_CACHE:
+        settings = {"socket_timeout": config.REDIS_SOCKET_TIMEOUT, "connect_timeout": config.REDIS_CONNECT_TIMEOUT,
+                    "max_entries": config.REDIS_LOCAL_CACHE_SIZE, "ping_timeout": config.REDIS_SOCKET_TIMEOUT,
+                    "fields": FIELDS}
+        # On a cluster, one cache per node: each node tracks and invalidates only its own keys.
+        cache = (ClusterLocalCache(client, **settings) if config.REDIS_CLUSTER
+                 else LocalCache(config.REDIS_URL, **settings))
     store = OnlineStore(client, cache, versions=current_versions(REGISTRY))
     runs = ExtractionRuns(rq_client, queue_name=config.EXTRACT_QUEUE, is_async=not config.embedded,
                           job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
