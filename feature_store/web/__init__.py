@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
 
-from feature_store import versions
 from feature_store.errors import FeatureStoreError
-from feature_store.services import discovery, freshness, statistics
+from feature_store.services import discovery, statistics
 from feature_store.web import page
 
 bp = Blueprint("catalog", __name__, template_folder="templates", static_folder="static",
@@ -19,31 +18,23 @@ bp = Blueprint("catalog", __name__, template_folder="templates", static_folder="
 def index():
     """The feature catalog page."""
     services = current_app.extensions["feature_store"]
-    entries = discovery.catalog(services.registry)
+    # Discovery's entries, as GET /discovery answers them (versions, lineage, freshness, drift).
+    entries = discovery.catalog(services.registry, services.store, services.server.max_ages)
     return render_template("catalog/index.html", fmt=page, page=page.build(entries, **_read(services, entries)))
 
 
 def _read(services, entries: list[dict]) -> dict:
-    """What the services say of the features beyond discovery: the run list, the statistics,
-    the versions and the freshness. What cannot be read (Redis down) is left out, with why, so
-    the rest of the catalog still shows."""
+    """What the services say beyond discovery: the run list and each feature's recent
+    statistics. What cannot be read (Redis down) is left out, with why, so the rest of the
+    catalog still shows."""
     found: dict = {}
-    feature_types = [entry["feature_type"] for entry in entries]
-    recorded = versions.load_history()
-    found["versions"] = {f.feature_type: versions.history(f, recorded) for f in services.registry}
     try:
         found["runs"] = [run.summary() for run in services.runs.runs(page.RUNS_READ)]
     except FeatureStoreError as exc:
         found["runs"], found["runs_error"] = None, str(exc)
     try:
-        found["statistics"] = {ft: statistics.statistics_history(services.store.redis, ft, page.FEATURE_RUNS_SHOWN)
-                               for ft in feature_types}
+        found["statistics"] = {entry["feature_type"]: statistics.statistics_history(
+            services.store.redis, entry["feature_type"], page.FEATURE_RUNS_SHOWN) for entry in entries}
     except FeatureStoreError as exc:
         found["statistics_error"] = str(exc)
-    try:
-        refreshed = services.store.refreshed()
-        found["freshness"] = {ft: freshness.describe(services.server.max_ages.get(ft), refreshed.get(ft))
-                              for ft in feature_types}
-    except FeatureStoreError as exc:
-        found["freshness_error"] = str(exc)
     return found

@@ -145,22 +145,18 @@ def _drift_by_run(history: list[dict]) -> dict[str, dict]:
 
 def build(entries: list[dict], runs: list[dict] | None, runs_error: str | None = None,
           statistics: dict[str, list[dict]] | None = None, statistics_error: str | None = None,
-          versions: dict[str, list[dict]] | None = None, freshness: dict[str, dict] | None = None,
-          freshness_error: str | None = None, now: datetime | None = None) -> dict:
+          now: datetime | None = None) -> dict:
     """The page: one card per discovery entry (in discovery's order) and the recent runs.
 
     Args:
-        entries: discovery's entries (services.discovery.catalog).
+        entries: discovery's entries (services.discovery.catalog): with their `versions`,
+            `lineage` and `freshness` (None when the store could not be read).
         runs: the run list, newest first, as GET /extract lists it (RunStatus.summary()); None
             when it could not be read.
         runs_error: why the run list could not be read.
         statistics: {feature_type: its statistics history, newest first}
             (statistics.statistics_history); None when it could not be read.
         statistics_error: why the statistics could not be read.
-        versions: {feature_type: its version history} (versions.history).
-        freshness: {feature_type: its freshness} (freshness.describe); None when it could not
-            be read.
-        freshness_error: why the freshness could not be read.
         now: the page's clock (UTC, naive), for the ages it shows.
     """
     now = now or datetime.now(UTC).replace(tzinfo=None)
@@ -176,8 +172,8 @@ def build(entries: list[dict], runs: list[dict] | None, runs_error: str | None =
         cards.append({"entry": entry, "runs": recent[:FEATURE_RUNS_SHOWN], "last_refresh": last_refresh,
                       "statistics": statistics_card((statistics or {}).get(feature_type, [])),
                       "lineage": lineage_rows(entry["lineage"]) if entry.get("lineage") else None,
-                      "versions": version_card((versions or {}).get(feature_type)),
-                      "freshness": (freshness or {}).get(feature_type)})
+                      "versions": version_card(entry.get("versions")),
+                      "freshness": entry.get("freshness"), "freshness_unknown": entry.get("freshness", {}) is None})
     ended = [run for run in runs or [] if run.get("ended_at")]
     rows = run_rows((runs or [])[:RUNS_SHOWN], feature_types)
     last_run = run_rows(ended[:1], feature_types)
@@ -190,8 +186,7 @@ def build(entries: list[dict], runs: list[dict] | None, runs_error: str | None =
         "runs": rows,
         "runs_error": runs_error,
         "statistics_error": statistics_error,
-        "freshness_error": freshness_error,
-        "stale": [ft for ft in feature_types if ((freshness or {}).get(ft) or {}).get("fresh") is False],
+        "stale": [entry["feature_type"] for entry in entries if (entry.get("freshness") or {}).get("fresh") is False],
         "last_run": last_run[0] if last_run else None,
         "drifted": [card["entry"]["feature_type"] for card in cards
                     if card["statistics"] and (card["statistics"]["drift"] or {}).get("drifted")],

@@ -41,6 +41,7 @@ def test_without_redis_the_page_still_shows_the_catalog(make_app, scenario_sqlit
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     assert 'data-section="runs-unavailable"' in html and "unreachable" in html
+    assert "Freshness unavailable" in html and "Statistics unavailable" in html
     assert html.count("data-feature-type=") == len(list(app.extensions["feature_store"].registry))
 
 

@@ -17,15 +17,13 @@ import redis
 import requests
 from sqlalchemy import create_engine, text
 
-from feature_store import versions
-from feature_store.features import REGISTRY
 from feature_store.services import statistics
 from feature_store.warehouse import demo
 from feature_store.web import charts
 from tests.conftest import PROJECT_DIR, service_missing, web_process
 
 SCREENSHOT = PROJECT_DIR / "docs" / "catalog.png"
-WINDOW = (1280, 1900)
+WINDOW = (1280, 1960)
 # PITFALLS.md: without these (and a fresh profile) Chromium hangs on a closed network.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
@@ -194,7 +192,7 @@ def test_the_catalog_page_shows_every_feature_and_the_runs_numbers(served, tmp_p
             assert number(element.find(data_field="count").text()) == count
 
         # Its versions (the current one first) and its freshness: refreshed by the last run.
-        history = versions.history(REGISTRY.get(entry["feature_type"]))
+        history = entry["versions"]
         assert card.find(data_field="version").text() == f"v{history[-1]['version']}"
         assert [e.attrs["data-version"] for e in card.find(data_section="versions").having("data-version")] \
             == [str(version["version"]) for version in reversed(history)]
@@ -202,10 +200,10 @@ def test_the_catalog_page_shows_every_feature_and_the_runs_numbers(served, tmp_p
         assert freshness.find(data_field="fresh").text() == "within max age"
         assert freshness.find(data_field="last_run_id").attrs["title"] == last["job_id"]
         check_statistics(card, latest[entry["feature_type"]], last["job_id"])
-        if "lineage" in entry:  # the tables and columns it reads
-            shown = {row.attrs["data-table"]: [e.attrs["data-column"] for e in row.having("data-column")]
-                     for row in card.find(data_section="lineage").having("data-table")}
-            assert shown == {table: list(entry["lineage"]["columns"][table]) for table in entry["lineage"]["tables"]}
+        # The tables and columns it reads.
+        shown = {row.attrs["data-table"]: [e.attrs["data-column"] for e in row.having("data-column")]
+                 for row in card.find(data_section="lineage").having("data-table")}
+        assert shown == {table: list(entry["lineage"]["columns"][table]) for table in entry["lineage"]["tables"]}
 
     # The summary and the run table: the runs' own counts.
     assert dom.find(data_summary="features").text() == f"{len(entries)} features"
