@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from feature_store import metrics
 from feature_store.api.errors import json_response
 from feature_store.errors import FeatureStoreError
+from feature_store.streaming import status as stream_status
 
 bp = Blueprint("ops", __name__)
 
@@ -22,6 +23,7 @@ def health():
 @bp.get("/ready")
 def ready():
     """Readiness: Redis and the warehouse answer; how many workers listen on the extraction queue."""
+    # The streaming process's slot is reported, not checked: values are served while it lags.
     services = current_app.extensions["feature_store"]
     checks: dict[str, str] = {}
     try:
@@ -40,8 +42,11 @@ def ready():
             workers = services.runs.listening_workers()
         except FeatureStoreError:
             pass
+    stream = None
+    if not services.config.embedded and checks["redis"] == "ok":
+        stream = stream_status.report(services.store.redis, services.warehouse, services.config.STREAM_SLOT)
     body = {"status": "ready", "checks": checks, "workers": workers, "queue": services.config.EXTRACT_QUEUE,
-            "embedded": services.config.embedded}
+            "embedded": services.config.embedded, "stream": stream}
     failing = [name for name, outcome in checks.items() if outcome != "ok"]
     if not failing:
         return json_response(body)

@@ -256,3 +256,33 @@ def test_the_procfile_stream_line_idles_and_stops_on_sigterm(scenario_sqlite, re
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
+
+
+def test_ready_and_metrics_report_the_slot_and_its_lag(logical_database, redis_url, streams, make_app):
+    client = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=logical_database).test_client()
+    assert client.get("/ready").get_json()["stream"] is None  # not set up yet
+    stream = streams(redis_url, logical_database)
+    stream.wait_state("streaming")
+    report = wait_for(lambda: (r := client.get("/ready").get_json()["stream"]) and r["lag_seconds"] is not None
+                      and r, timeout=30, what="/ready to report the stream")
+    assert report["slot"] == "feature_store" and report["state"] == "streaming" and report["slot_exists"]
+    assert isinstance(report["lag_bytes"], int) and report["wal_status"] == "reserved"
+    metrics = client.get("/metrics").get_data(as_text=True)
+    for name in ("streaming", "lag_bytes", "lag_seconds"):
+        assert f'feature_store_stream_{name}{{slot="feature_store"}}' in metrics
+
+    # A stopped process: the changes committed since wait in the slot, and both lags grow.
+    stream.kill()
+    before = client.get("/ready").get_json()["stream"]
+    commit(logical_database, *CHANGES)
+    after = wait_for(lambda: (r := client.get("/ready").get_json()["stream"])["lag_bytes"] > before["lag_bytes"]
+                     and r["lag_seconds"] > before["lag_seconds"] and r, timeout=30, what="the lag to grow")
+    assert after["confirmed_lsn"] == before["confirmed_lsn"]
+    assert client.get("/ready").status_code == 200  # lagging values are still served
+
+
+def test_ready_reports_an_idle_process_and_why(scenario_sqlite, redis_url, streams, make_app):
+    streams(redis_url, scenario_sqlite).wait_state("idle")
+    report = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=scenario_sqlite).test_client().get("/ready").get_json()
+    assert report["stream"]["state"] == "idle" and "sqlite" in report["stream"]["reason"]
+    assert report["stream"]["lag_seconds"] is None and report["stream"]["slot_exists"] is None
