@@ -26,7 +26,7 @@ import textwrap
 import types
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -99,7 +99,7 @@ def definition(feature: Feature) -> str:
     return "\n".join(parts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def fingerprint(feature: Feature) -> str:
     """The feature's fingerprint: changes whenever what it computes changes."""
     return hashlib.sha256(definition(feature).encode()).hexdigest()[:FINGERPRINT_LENGTH]
