@@ -283,6 +283,7 @@ def extract():
         "total_features": result.get("total_features", 0),
         "job_id": job_id,
         "joined": joined,
+        "drifted_features": result.get("drifted_features", []),
     })
 
 
@@ -308,4 +309,5 @@ def extraction_status(job_id: str):
     return json_response(status.as_dict())
 
 
+from feature_store.api import statistics as _statistics  # noqa: E402,F401 - registers its view on bp
 from feature_store.api import training_sets as _training_sets  # noqa: E402,F401 - registers its view on bp

@@ -15,7 +15,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app
 
 from config import Config
-from feature_store.api import schemas
+from feature_store.api import schemas, statistics_schemas
 from feature_store.api.access import ADMIN_ENDPOINTS
 from feature_store.api.errors import json_response
 from feature_store.features import REGISTRY
@@ -36,6 +36,7 @@ SCHEMAS = {
     "FeatureSetValues": schemas.FeatureSetValuesSchema, "FeatureSetNotFound": schemas.FeatureSetNotFoundSchema,
     "TrainingResponse": schemas.TrainingResponseSchema, "TrainingSetTable": schemas.TrainingSetTableSchema,
     "ExtractionResult": schemas.ExtractionResultSchema, "ExtractionAccepted": schemas.ExtractionAcceptedSchema,
+    **statistics_schemas.SCHEMAS,
     "RunResult": schemas.RunResultSchema, "RunPending": schemas.RunPendingSchema,
     "RunFinished": schemas.RunFinishedSchema, "RunFailed": schemas.RunFailedSchema,
     "RunEndedSummary": schemas.RunEndedSummarySchema, "RunList": schemas.RunListSchema,
@@ -267,6 +268,7 @@ class _Document:
                                "whole while the warehouse is)", "Error")})})
         self.training_sets(spec, body_too_large)
         self.extraction(spec, body_too_large)
+        self.statistics(spec)
         spec.path(path=f"{BASE}/parity", operations={"get": self.operation(
             "Check training/serving parity", "parity", "extraction", endpoint="features.parity",
             description="Samples stored values per feature and recomputes each as of its own computed_at through "
@@ -396,6 +398,30 @@ class _Document:
             responses={"200": _answer("the run: queued or started, finished (its result), or failed (why)",
                                       "RunPending", "RunFinished", "RunFailed"),
                        "404": _answer("no such run (unknown, or expired)", "JobNotFound"),
+                       "503": _ref("Unavailable", "responses")})})
+
+    def statistics(self, spec: APISpec) -> None:
+        spec.path(path=f"{BASE}/statistics", operations={"get": self.operation(
+            "Get every feature's statistics from its last extraction run, with its drift", "statisticsOverview",
+            "extraction", endpoint="features.statistics_latest",
+            responses={"200": _answer("each feature's last statistics (null before its first run)",
+                                      "StatisticsOverview"),
+                       "503": _ref("Unavailable", "responses")})})
+        spec.path(path=f"{BASE}/statistics/{{feature_type}}", operations={"get": self.operation(
+            "Get a feature's statistics: its last extraction run's and its history, newest first",
+            "featureStatistics", "extraction", endpoint="features.feature_statistics",
+            description="Computed by every extraction run from the values it writes: count, nulls, distinct "
+                        "values, and for numbers and datetimes min, max, mean, quantiles and a histogram, for "
+                        "strings the top values; drift (PSI, KS) against the previous run. "
+                        f"The last {self.config.STATISTICS_HISTORY} runs are kept (STATISTICS_HISTORY).",
+            parameters=[{"name": "feature_type", "in": "path", "required": True,
+                         "schema": {"type": "string"}, "example": "user_failed_transaction_count"},
+                        {"name": "limit", "in": "query", "required": False, "description": "runs of history",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            responses={"200": _answer("the statistics", "FeatureStatistics"),
+                       "400": _answer("limit is not a whole number from 1 to 1000", "Error"),
+                       "404": _answer("unknown feature type (known_feature_types lists the known ones)",
+                                      "UnknownFeatureTypeError"),
                        "503": _ref("Unavailable", "responses")})})
 
     def public(self, spec: APISpec) -> None:
