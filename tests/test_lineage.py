@@ -168,6 +168,42 @@ def test_features_reading_a_table_or_column():
     assert {f.entity for f in features_reading(REGISTRY, "payment_transactions", "id")} == {USER, PAYMENT_TRANSACTION}
 
 
+def test_discovery_shows_each_features_lineage(client):
+    entries = client.get("/api/v1/features/discovery").get_json()
+    assert {entry["feature_type"]: entry["lineage"] for entry in entries} == DECLARED
+
+
+def test_the_endpoint_lists_the_features_reading_a_column(client):
+    answer = client.get("/api/v1/features/lineage?table=policies&column=user_id")
+    assert answer.status_code == 200
+    path = USER_PATHS["policies"]
+    assert answer.get_json() == {"table": "policies", "column": "user_id", "features": [
+        {"feature_type": "user_policy_time_of_purchase", "entity_type": "user_id",
+         "columns": {"user_id": ["joined_on"]}, "path": path},
+        {"feature_type": "user_failed_transaction_count", "entity_type": "user_id",
+         "columns": {"user_id": ["joined_on"]}, "path": path}]}
+    whole = client.get("/api/v1/features/lineage?table=quotes").get_json()
+    assert whole == {"table": "quotes", "column": None, "features": [
+        {"feature_type": "quote_creation_to_binding_time", "entity_type": "quote_id",
+         "columns": DECLARED["quote_creation_to_binding_time"]["columns"]["quotes"], "path": []}]}
+    # A warehouse column no feature reads: known, and read by none.
+    assert client.get("/api/v1/features/lineage?table=users&column=email").get_json()["features"] == []
+
+
+@pytest.mark.parametrize("query, status, words", [
+    ("table=nope", 404, "unknown table 'nope'"),
+    ("table=policies&column=nope", 404, "unknown column 'nope' of table 'policies'"),
+    ("", 400, "table is required"),
+    ("column=user_id", 400, "table is required"),
+    ("table=policies&column=", 400, "column must not be empty"),
+])
+def test_the_endpoint_refuses_unknown_and_missing_sources(client, query, status, words):
+    answer = client.get(f"/api/v1/features/lineage?{query}")
+    assert answer.status_code == status
+    body = answer.get_json()
+    assert body["success"] is False and words in body["error"] and body["request_id"]
+
+
 def test_the_cli_shows_lineage_and_readers(embedded_app):
     runner = embedded_app.test_cli_runner()
     shown = runner.invoke(cli_features, ["lineage"])

@@ -309,5 +309,6 @@ def extraction_status(job_id: str):
     return json_response(status.as_dict())
 
 
+from feature_store.api import lineage as _lineage  # noqa: E402,F401 - registers its view on bp
 from feature_store.api import statistics as _statistics  # noqa: E402,F401 - registers its view on bp
 from feature_store.api import training_sets as _training_sets  # noqa: E402,F401 - registers its view on bp

@@ -30,6 +30,10 @@ SECURITY = [{"ApiKey": []}, {"Bearer": []}]
 SCHEMAS = {
     "FeatureRequest": schemas.FeatureRequestSchema, "FeatureSetRequest": schemas.FeatureSetRequestSchema,
     "TrainingRequest": schemas.TrainingRequestSchema, "ExtractRequest": schemas.ExtractRequestSchema,
+    # Nested ones before the schemas that nest them (apispec would register them under these names).
+    "LineageStep": schemas.LineageStepSchema, "LineageEntity": schemas.LineageEntitySchema,
+    "Lineage": schemas.LineageSchema, "LineageReader": schemas.LineageReaderSchema,
+    "LineageReaders": schemas.LineageReadersSchema,
     "Feature": schemas.FeatureSchema, "FeatureSet": schemas.FeatureSetSchema,
     "FeatureValue": schemas.FeatureValueSchema, "FeatureValueMissing": schemas.FeatureValueMissingSchema,
     "FeatureNotFound": schemas.FeatureNotFoundSchema, "FeatureSetValue": schemas.FeatureSetValueSchema,
@@ -224,6 +228,19 @@ class _Document:
             "List every feature with its metadata", "discovery", "features", endpoint="features.discover",
             responses={"200": _answer("the catalog, in declaration order",
                                       schema={"type": "array", "items": _ref("Feature")})})})
+        spec.path(path=f"{BASE}/lineage", operations={"get": self.operation(
+            "List the features that read a warehouse table or column", "lineage", "features",
+            endpoint="features.lineage_readers",
+            description="Derived from each feature's statement (see discovery's lineage field): each feature "
+                        "with the table's columns it reads and their roles, and how the table's rows reach its "
+                        "entity.",
+            parameters=[{"name": "table", "in": "query", "required": True, "example": "policies",
+                         "schema": {"type": "string"}},
+                        {"name": "column", "in": "query", "required": False, "example": "user_id",
+                         "schema": {"type": "string"}, "description": "only the features that read this column"}],
+            responses={"200": _answer("the features that read it (none is an empty list)", "LineageReaders"),
+                       "400": _answer("table is missing or empty, or column is empty", "Error"),
+                       "404": _answer("no such table in the warehouse, or no such column of it", "Error")})})
         spec.path(path=f"{BASE}/feature-sets", operations={"get": self.operation(
             "List the named feature sets", "featureSets", "features", endpoint="features.feature_sets",
             responses={"200": _answer("the feature sets, in declaration order",
