@@ -38,7 +38,6 @@ HISTOGRAM_BINS = 10
 TOP_VALUES = 10
 _NULL = b"null"
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "us")
-_SAFE_INT_SUM = 2**62
 
 
 def _b64(blob: bytes) -> str:
@@ -103,8 +102,10 @@ class FeatureSketch:
         low, high = numbers.min().item(), numbers.max().item()
         self.low = low if self.low is None else min(self.low, low)
         self.high = high if self.high is None else max(self.high, high)
-        if numbers.dtype == np.int64 and max(abs(low), abs(high)) * len(numbers) < _SAFE_INT_SUM:
-            self.total += int(numbers.sum())  # exact for integers and microseconds
+        if numbers.dtype == np.int64:
+            # Exact for integers and microseconds: the high and low 32 bits summed apart, so no
+            # chunk's sum overflows int64 (10,000 datetimes in microseconds sum past 2**63).
+            self.total += (int((numbers >> 32).sum()) << 32) + int((numbers & 0xFFFFFFFF).sum())
         else:
             self.total += float(numbers.sum(dtype=np.float64))
         if self.data_type is DataType.DATETIME:
@@ -143,7 +144,10 @@ class FeatureSketch:
     # --- serialized form (partitions, the stored latest sketch) -------------------------------
     def state(self) -> dict:
         """A JSON-able form of the whole sketch, for from_state()."""
-        body = {"data_type": self.data_type.value, "count": self.count, "nulls": self.nulls, "total": self.total,
+        # An exact integer sum outgrows JSON's 64-bit integers (a million datetimes in microseconds
+        # sum past 2**63): kept as its decimal digits.
+        total = str(self.total) if isinstance(self.total, int) else self.total
+        body = {"data_type": self.data_type.value, "count": self.count, "nulls": self.nulls, "total": total,
                 "low": self.low, "high": self.high, "distinct": _b64(self.distinct.serialize()), "error": self.error}
         if self.numeric:
             body["kll"] = _b64(self.kll.serialize())
@@ -154,7 +158,8 @@ class FeatureSketch:
     @classmethod
     def from_state(cls, body: dict) -> FeatureSketch:
         sketch = cls(DataType(body["data_type"]))
-        sketch.count, sketch.nulls, sketch.total = body["count"], body["nulls"], body["total"]
+        sketch.count, sketch.nulls = body["count"], body["nulls"]
+        sketch.total = int(body["total"]) if isinstance(body["total"], str) else body["total"]
         sketch.low, sketch.high, sketch.error = body["low"], body["high"], body.get("error")
         sketch.distinct = ds.cpc_sketch.deserialize(_unb64(body["distinct"]))
         if sketch.numeric:

@@ -183,3 +183,18 @@ def test_an_unreadable_value_stops_the_sketch_not_the_run():
     recorded = record_run(client, {"broken": broken, "fine": fine}, settings=StatisticsSettings(), job_id="j",
                           computed_at="2026-01-01T00:00:00")
     assert list(recorded["statistics"]) == ["fine"] and latest_statistics(client, "broken") is None
+
+
+def test_a_sum_beyond_64_bits_survives_serialization():
+    moments = [datetime(2024, 3, 1) + timedelta(seconds=i) for i in range(20_000)]  # microseconds sum > 2**63
+    sketch = sketch_of(DataType.DATETIME, moments, size=10_000)
+    assert sketch.total > 2**63
+    again = FeatureSketch.from_state(orjson.loads(orjson.dumps(sketch.state())))
+    assert again.total == sketch.total and again.summary() == sketch.summary()
+
+
+def test_integer_sums_are_exact_whatever_the_chunk():
+    rng = random.Random(7)
+    values = [rng.randint(-2**62, 2**62) for _ in range(30_000)]
+    sketch = sketch_of(DataType.INTEGER, values, size=10_000)
+    assert sketch.total == sum(values) and sketch.summary()["mean"] == sum(values) / len(values)
