@@ -123,13 +123,19 @@ def record_run(connection: redis.Redis, sketches: dict[str, FeatureSketch], *, s
             for feature_type in feature_types:
                 pipe.get(sketch_key(feature_type))
             previous = pipe.execute()
-        entries = {ft: _entry(ft, sketches[ft], _loaded(blob), settings, job_id, computed_at)
-                   for ft, blob in zip(feature_types, previous, strict=True)}
-        with connection.pipeline(transaction=False) as pipe:
-            for feature_type, entry in entries.items():
-                pipe.set(sketch_key(feature_type), orjson.dumps({
+        entries, blobs = {}, {}
+        for feature_type, blob in zip(feature_types, previous, strict=True):
+            try:  # a defect here costs this feature's statistics, never the run (its values are written)
+                entry = _entry(feature_type, sketches[feature_type], _loaded(blob), settings, job_id, computed_at)
+                blobs[feature_type] = (orjson.dumps(entry), orjson.dumps({
                     "job_id": job_id, "computed_at": computed_at, "sketch": sketches[feature_type].state()}))
-                pipe.lpush(history_key(feature_type), orjson.dumps(entry))
+                entries[feature_type] = entry
+            except (TypeError, ValueError, ArithmeticError, RuntimeError):
+                log.exception("%s: no statistics recorded for this run", feature_type)
+        with connection.pipeline(transaction=False) as pipe:
+            for feature_type, (entry, sketch) in blobs.items():
+                pipe.set(sketch_key(feature_type), sketch)
+                pipe.lpush(history_key(feature_type), entry)
                 pipe.ltrim(history_key(feature_type), 0, settings.history - 1)
             pipe.execute()
     except redis.RedisError as exc:

@@ -198,3 +198,19 @@ def test_integer_sums_are_exact_whatever_the_chunk():
     values = [rng.randint(-2**62, 2**62) for _ in range(30_000)]
     sketch = sketch_of(DataType.INTEGER, values, size=10_000)
     assert sketch.total == sum(values) and sketch.summary()["mean"] == sum(values) / len(values)
+
+
+def test_a_defect_recording_one_feature_costs_only_its_statistics():
+    import fakeredis
+
+    from feature_store.services.statistics import StatisticsSettings, latest_statistics, record_run
+
+    failing, fine = FeatureSketch(DataType.INTEGER), FeatureSketch(DataType.INTEGER)
+    failing.update([(1, b"3")])
+    fine.update([(1, b"4")])
+    failing.summary = lambda: 1 / 0
+    client = fakeredis.FakeRedis()
+    recorded = record_run(client, {"failing": failing, "fine": fine}, settings=StatisticsSettings(), job_id="j",
+                          computed_at="2026-01-01T00:00:00")
+    assert list(recorded["statistics"]) == ["fine"] and latest_statistics(client, "failing") is None
+    assert latest_statistics(client, "fine")["max"] == 4
