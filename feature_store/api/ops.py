@@ -44,7 +44,8 @@ def ready():
             pass
     stream = None
     if not services.config.embedded and checks["redis"] == "ok":
-        stream = stream_status.report(services.store.redis, services.warehouse, services.config.STREAM_SLOT)
+        stream = stream_status.report(services.store.redis, services.warehouse if checks["warehouse"] == "ok"
+                                      else None, services.config.STREAM_SLOT)
     body = {"status": "ready", "checks": checks, "workers": workers, "queue": services.config.EXTRACT_QUEUE,
             "embedded": services.config.embedded, "stream": stream}
     failing = [name for name, outcome in checks.items() if outcome != "ok"]

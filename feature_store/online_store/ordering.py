@@ -17,8 +17,9 @@ behind WAREHOUSE_URL) always lands: positions of two clusters do not compare. A 
 position (SQLite, which has none) lands as writes always did.
 
 A deletion (the streaming process's, for an entity gone from the warehouse) leaves a tombstone:
-the hash keeps only `deleted_position` for TOMBSTONE_SECONDS, so a run that read before the
-delete cannot bring the value back; readers see no value (a miss). A later write clears it.
+the hash keeps only its `position` (marked with a trailing `~`) for TOMBSTONE_SECONDS, so a run
+that read before the delete cannot bring the value back; readers see no value (a miss). A later
+write replaces it (and its expiry).
 
 The limit: a commit's WAL record is flushed a moment before the commit becomes visible to new
 snapshots (microseconds; longer with synchronous replication, which waits for the standby in
@@ -33,57 +34,58 @@ from collections.abc import Iterable
 
 from feature_store.online_store.id_records import on_demand_key
 
-# Keys per script call: one call per group keeps the writes within ~10-20% of plain HSETs
-# (BENCHMARKS.md, "Real-time updates"), a script per key would halve them.
+# Keys per script call: one call per group keeps the writes at about 0.7x plain HSETs' speed
+# (BENCHMARKS.md, "Real-time updates"); a script call per key would be under half.
 GROUP = 500
 TOMBSTONE_SECONDS = 86_400
 
-_NEWER = """
-local function newer(new, stored)
-  if not stored then return true end
-  if new == '' then return true end
-  local ns, ss = string.find(new, ':', 1, true), string.find(stored, ':', 1, true)
-  if not ns or not ss or string.sub(new, 1, ns) ~= string.sub(stored, 1, ss) then return true end
-  return string.sub(new, ns + 1) >= string.sub(stored, ss + 1)
-end
-"""
+# Positions of one cluster share its `{system identifier}:` prefix (ARGV: `prefix`) and then compare
+# as text; a stored value of another prefix (another cluster) is always replaced; a write without a
+# position ('') always lands. A tombstone's position ends with `~`: it outranks a write of its own
+# position (the read that found the row gone), and a value written over it loses its expiry.
 
-# KEYS: the values' keys. ARGV: computed_at, version ('' for none), position, then one value per key.
-# Returns how many were written.
-WRITE_IF_NEWER = _NEWER + """
+# KEYS: the values' keys. ARGV: computed_at, version ('' for none), position, prefix, then one value
+# per key. Returns how many were written.
+WRITE_IF_NEWER = """
+local new, prefix = ARGV[3], ARGV[4]
+local n = #prefix
 local written = 0
 for i, k in ipairs(KEYS) do
-  local stored = redis.call('HMGET', k, 'position', 'deleted_position')
-  if newer(ARGV[3], stored[1] or stored[2]) then
+  local stored = redis.call('HGET', k, 'position')
+  if not stored or new == '' or string.sub(stored, 1, n) ~= prefix or new >= stored then
     if ARGV[2] == '' then
-      redis.call('HSET', k, 'value', ARGV[3 + i], 'computed_at', ARGV[1], 'position', ARGV[3])
+      redis.call('HSET', k, 'value', ARGV[4 + i], 'computed_at', ARGV[1], 'position', new)
     else
-      redis.call('HSET', k, 'value', ARGV[3 + i], 'computed_at', ARGV[1], 'version', ARGV[2], 'position', ARGV[3])
+      redis.call('HSET', k, 'value', ARGV[4 + i], 'computed_at', ARGV[1], 'version', ARGV[2], 'position', new)
     end
-    if stored[2] then
-      redis.call('HDEL', k, 'deleted_position')
-      redis.call('PERSIST', k)
-    end
+    if stored and string.byte(stored, -1) == 126 then redis.call('PERSIST', k) end
     written = written + 1
   end
 end
 return written
 """
 
-# KEYS: the values' keys. ARGV: position, tombstone seconds. Returns how many were removed.
-DELETE_IF_NEWER = _NEWER + """
+# KEYS: the values' keys. ARGV: position, prefix, tombstone seconds. Returns how many were removed.
+DELETE_IF_NEWER = """
+local new, prefix = ARGV[1], ARGV[2]
+local n = #prefix
 local removed = 0
 for _, k in ipairs(KEYS) do
-  local stored = redis.call('HMGET', k, 'position', 'deleted_position')
-  if newer(ARGV[1], stored[1] or stored[2]) then
+  local stored = redis.call('HGET', k, 'position')
+  if not stored or new == '' or string.sub(stored, 1, n) ~= prefix or new >= stored then
     redis.call('DEL', k)
-    redis.call('HSET', k, 'deleted_position', ARGV[1])
-    redis.call('EXPIRE', k, tonumber(ARGV[2]))
+    redis.call('HSET', k, 'position', new .. '~')
+    redis.call('EXPIRE', k, tonumber(ARGV[3]))
     removed = removed + 1
   end
 end
 return removed
 """
+
+
+def prefix_of(position: bytes) -> bytes:
+    """A position's cluster prefix (`{system identifier}:`); empty for no position."""
+    return position[:position.index(b":") + 1] if b":" in position else b""
 
 
 def pack_command(args) -> bytes:
@@ -95,7 +97,8 @@ def write_args(feature_type: str, values: list[tuple[object, bytes]], computed_a
     """(keys, args) of one WRITE_IF_NEWER call for `values`."""
     prefix = feature_type.encode() + b":"
     keys = [prefix + str(entity_id).encode() for entity_id, _ in values]
-    return keys, [str(computed_at).encode(), version or b"", position, *(value for _, value in values)]
+    return keys, [str(computed_at).encode(), version or b"", position, prefix_of(position),
+                  *(value for _, value in values)]
 
 
 def pack_writes(sha: bytes, feature_type: str, values: list[tuple[object, bytes]], computed_at: int,
@@ -142,7 +145,8 @@ def apply_changes(store, work, computed_at: int, *, on_demand: bool = True) -> t
                 queued.append(None)
             gone = keys_of(feature_type, gone)
             for start in range(0, len(gone), group):
-                call("removed", store._delete_if_newer, gone[start:start + group], [position or b"", TOMBSTONE_SECONDS])
+                call("removed", store._delete_if_newer, gone[start:start + group],
+                     [position or b"", prefix_of(position or b""), TOMBSTONE_SECONDS])
         replies = pipe.execute() if queued else []
     for kind, reply in zip(queued, replies, strict=True):
         if kind is not None:

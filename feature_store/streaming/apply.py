@@ -71,9 +71,15 @@ class Applier:
         self.store = store
         self.start_refresh = start_refresh
         self.features_by_table: dict[str, list[Feature]] = {}
+        # Per table, what each feature reading it needs of a changed row: the columns it reads and
+        # the row's route to its entities (derived once: a batch looks them up per change).
+        self._readers: dict[str, list[tuple[str, tuple[str, ...], Route | None]]] = {}
         for feature in registry:
-            for table in lineage(feature).tables:
+            derived = lineage(feature)
+            for table in derived.tables:
                 self.features_by_table.setdefault(table, []).append(feature)
+                self._readers.setdefault(table, []).append(
+                    (feature.feature_type, tuple(derived.columns[table]), derived.route(table)))
 
     @property
     def tables(self) -> list[str]:
@@ -95,25 +101,23 @@ class Applier:
                     for table in change.tables:
                         found.refresh.update(f.feature_type for f in self.features_by_table.get(table, ()))
                     continue
-                for feature in self.features_by_table.get(change.table, ()):
-                    read = lineage(feature).columns[change.table]
-                    if change.old is not None and change.new is not None and all(
-                            change.old.get(column) == change.new.get(column) for column in read):
+                old, new = change.old, change.new
+                for feature_type, read, route in self._readers.get(change.table, ()):
+                    if old is not None and new is not None and all(old.get(c) == new.get(c) for c in read):
                         continue  # nothing this feature reads changed
-                    route = lineage(feature).route(change.table)
                     if route is None:
-                        found.refresh.add(feature.feature_type)
+                        found.refresh.add(feature_type)
                         continue
-                    values = {row.get(route.column) for row in (change.old, change.new) if row is not None}
+                    values = {row.get(route.column) for row in (old, new) if row is not None}
                     values.discard(None)
                     values.discard(TOAST_UNCHANGED)
                     if route.direct:
-                        found.entities.setdefault(feature.feature_type, set()).update(values)
+                        found.entities.setdefault(feature_type, set()).update(values)
                     elif values:
                         lookups.setdefault(route, set()).update(values)
                         lookup_features.setdefault(route, [])
-                        if feature.feature_type not in lookup_features[route]:
-                            lookup_features[route].append(feature.feature_type)
+                        if feature_type not in lookup_features[route]:
+                            lookup_features[route].append(feature_type)
         if lookups:
             routes = list(lookups)
             reached = self.warehouse.select_ids([(route.statement(), {"values": sorted(lookups[route])})

@@ -89,12 +89,17 @@ class StreamProcess:
         """
         started = time.time()
         transactions, position, cut = self.slot.peek(self.batch_changes)
+        read = time.time()
         if transactions:
             applied = self.applier.apply(transactions)
-            log.info("applied %d transactions (%d changes): %d values written, %d removed%s",
-                     len(transactions), sum(len(t.changes) for t in transactions), applied.written,
-                     applied.removed, f"; extraction run for {', '.join(applied.refresh)}" if applied.refresh else "")
+        applying = time.time()
         self.slot.advance(position)
+        if transactions:
+            log.info("applied %d transactions (%d changes): %d values written, %d removed%s "
+                     "(read %.3fs, apply %.3fs, confirm %.3fs)",
+                     len(transactions), sum(len(t.changes) for t in transactions), applied.written, applied.removed,
+                     f"; extraction run for {', '.join(applied.refresh)}" if applied.refresh else "",
+                     read - started, applying - read, time.time() - applying)
         if self._outage is not None:
             log.info("streaming again (after: %s)", self._outage)
             self._outage = None

@@ -62,7 +62,8 @@ def report(client: redis.Redis, warehouse, slot: str) -> dict | None:
 
     `lag_bytes` is the WAL written since the slot's confirmed position (the warehouse's figure,
     whatever the process is doing); `lag_seconds` is how far behind the committed changes the
-    values are (the process's figure: it grows while the process is down or paused).
+    values are (the process's figure: it grows while the process is down or paused). With no
+    `warehouse` (it did not answer a moment ago), the slot's own state is not asked for.
     """
     from feature_store.streaming.slot import slot_state
 
@@ -71,7 +72,7 @@ def report(client: redis.Redis, warehouse, slot: str) -> dict | None:
     except redis.RedisError:
         process = None
     state, exists = None, None  # exists: None when unknown (not PostgreSQL, or no answer)
-    if warehouse.dialect == "postgresql":
+    if warehouse is not None and warehouse.dialect == "postgresql":
         try:
             state = warehouse.read(lambda conn: slot_state(conn, slot))
             exists = state is not None

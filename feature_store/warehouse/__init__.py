@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import and_, create_engine, text, true
+from sqlalchemy import BigInteger, and_, any_, bindparam, create_engine, text, true
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -138,9 +139,14 @@ class Warehouse:
         try:
             with (self.batch_engine if batch else self.request_engine).connect() as conn:
                 at = position(conn)
+                # A batch's thousands of ids as one array parameter on PostgreSQL: expanding them
+                # into an IN list cost more than the statement itself (BENCHMARKS.md, section 14).
+                as_array = batch and conn.dialect.name == "postgresql"
                 for start in range(0, len(ids), MAX_IDS_PER_QUERY):
                     chunk = ids[start:start + MAX_IDS_PER_QUERY]
-                    rows = conn.execute(feature.query(Current(lambda col, chunk=chunk: col.in_(chunk))))
+                    restrict = ((lambda col, chunk=chunk: col == any_(bindparam("ids", chunk, type_=ARRAY(BigInteger))))
+                                if as_array else (lambda col, chunk=chunk: col.in_(chunk)))
+                    rows = conn.execute(feature.query(Current(restrict)))
                     for entity_id, *inputs in rows:
                         values[entity_id] = feature.encode(inputs)
         except SQLAlchemyError as exc:

@@ -84,13 +84,21 @@ def test_a_run_that_read_before_a_delete_does_not_bring_the_value_back(logical_d
         lambda client: _value(client, "payment_type:3000") is None)
     client = redis.Redis.from_url(redis_url)
     assert _value(client, "payment_type:3000") is None
-    assert client.hget("payment_type:3000", "deleted_position") is not None  # the tombstone that kept it out
+    assert client.hget("payment_type:3000", "position").endswith(b"~")  # the tombstone that kept it out
+    assert 0 < client.ttl("payment_type:3000")
     client.close()
     wait_equal(logical_database, redis_url, scratch_url)
     app = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=logical_database)
     answer = app.test_client().post("/api/v1/features/inference", json={"feature_type": "payment_type",
                                                                         "entity_id": 3000})
     assert answer.status_code == 404
+    # The same id inserted again: its value replaces the tombstone, which no longer expires.
+    commit(logical_database, "INSERT INTO payment_transactions VALUES (3000, 300, 500, 'Prepaid', 'failed', "
+                             "'2024-02-04 00:00:00')")
+    client = redis.Redis.from_url(redis_url)
+    wait_for(lambda: _value(client, "payment_type:3000") == b'"Prepaid"', timeout=30, what="the insert")
+    assert client.ttl("payment_type:3000") == -1
+    client.close()
 
 
 def test_an_on_demand_value_read_before_a_change_keeps_the_streamed_value(logical_database, redis_url, streams):

@@ -5,9 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from feature_store.streaming.decoding import (DELETE, INSERT, TRUNCATE, UPDATE, format_lsn, parse_change,
-                                              parse_lsn, parse_rows)
+from feature_store.streaming.decoding import (
+    DELETE,
+    INSERT,
+    TRUNCATE,
+    UPDATE,
+    _parse_tuple,
+    format_lsn,
+    parse_change,
+    parse_lsn,
+    parse_rows,
+    parse_tuple,
+)
 
 ROWS = [
     ("0/1538C10", "727", "BEGIN 727"),
@@ -55,3 +67,29 @@ def test_lsn_round_trip():
 def test_unknown_text_is_an_error_not_a_silent_skip():
     with pytest.raises(ValueError):
         parse_change("table public.users: INSERT: id[bigint]")
+
+
+_NAMES = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
+_TYPED = st.one_of(
+    st.tuples(st.just("bigint"), st.integers(-2**63, 2**63 - 1)),
+    st.tuples(st.just("integer"), st.integers(-2**31, 2**31 - 1)),
+    st.tuples(st.sampled_from(["character varying", "text", "timestamp without time zone", "text[]"]),
+              st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12)),
+    st.tuples(st.sampled_from(["bigint", "text"]), st.none()),
+)
+
+
+def _printed(name: str, type_name: str, value) -> str:
+    """A column as test_decoding prints it."""
+    if value is None:
+        return f" {name}[{type_name}]:null"
+    if isinstance(value, int):
+        return f" {name}[{type_name}]:{value}"
+    return f" {name}[{type_name}]:'{value.replace(chr(39), chr(39) * 2)}'"
+
+
+@given(st.lists(st.tuples(_NAMES, _TYPED), max_size=8, unique_by=lambda column: column[0]))
+def test_the_one_expression_parse_equals_the_general_one(columns):
+    text = "".join(_printed(name, type_name, value) for name, (type_name, value) in columns)
+    expected = {name: value for name, (_, value) in columns}
+    assert parse_tuple(text) == _parse_tuple(text) == expected
