@@ -125,3 +125,33 @@ def test_an_on_demand_value_read_before_a_change_keeps_the_streamed_value(logica
     finally:
         warehouse.dispose()
         client.close()
+
+
+def test_writes_and_removals_keep_their_order_on_a_redis_cluster(logical_database, redis_cluster_url):
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster_url)
+    store = OnlineStore(client, versions=current_versions(REGISTRY))
+    warehouse = Warehouse(logical_database)
+    feature = REGISTRY.get("user_failed_transaction_count")
+    try:
+        extract_all(list(REGISTRY), warehouse, store, chunk_size=4)  # a script call per key, per node
+        assert client.hget("user_failed_transaction_count:3", "value") == b"2"
+        before, read_before = warehouse.compute_at(feature, [4])
+        commit(logical_database, "UPDATE payment_transactions SET status = 'failed' WHERE id = 4000",
+               "DELETE FROM payment_transactions WHERE id = 3000")
+        after, read_after = warehouse.compute_at(feature, [4])
+        assert store.apply_changes([(feature.feature_type, list(after.items()), [], read_after),
+                                    ("payment_type", [], [3000], read_after)], now_seconds()) == (1, 1)
+        # Writes of the earlier read lose, on every node.
+        assert store.write(feature.feature_type, [("4", before[4])], now_seconds(), position=read_before) == 0
+        assert store.write("payment_type", [("3000", b'"Credit"')], now_seconds(), position=read_before) == 0
+        assert client.hget("user_failed_transaction_count:4", "value") == b"1"
+        assert client.hget("payment_type:3000", "value") is None
+        # A later run writes over both (the tombstone's id is gone from its rows: it stays removed).
+        extract_all(list(REGISTRY), warehouse, store, chunk_size=4)
+        assert client.hget("user_failed_transaction_count:4", "value") == b"1"
+        assert client.hget("payment_type:3000", "value") is None
+    finally:
+        warehouse.dispose()
+        client.close()

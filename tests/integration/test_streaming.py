@@ -286,3 +286,17 @@ def test_ready_reports_an_idle_process_and_why(scenario_sqlite, redis_url, strea
     report = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=scenario_sqlite).test_client().get("/ready").get_json()
     assert report["stream"]["state"] == "idle" and "sqlite" in report["stream"]["reason"]
     assert report["stream"]["lag_seconds"] is None and report["stream"]["slot_exists"] is None
+
+
+def test_a_truncate_is_refreshed_by_an_extraction_run(logical_database, redis_url, scratch_url, streams,
+                                                      start_worker):
+    extract(logical_database, redis_url)
+    start_worker(logical_database)
+    stream = streams(redis_url, logical_database)
+    stream.wait_state("streaming")
+    # No row of a TRUNCATE is logged: every value of the features reading the table may change.
+    commit(logical_database, "TRUNCATE payment_transactions")
+    expected = wait_equal(logical_database, redis_url, scratch_url, timeout=60)
+    assert not any(name.startswith("payment_type:") for name in expected)
+    assert "extraction run for payment_type, user_failed_transaction_count, user_policy_time_of_purchase" \
+        in stream.output()
