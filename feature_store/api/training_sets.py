@@ -74,12 +74,13 @@ def _spine_from_csv(body: io.BufferedReader, spine_args) -> Spine:
         spine = _start(header, spine_args, "the CSV header")
         id_at, as_of_at = header.index(spine.id_column), header.index("as_of")
         extra_at = [header.index(name) for name in spine.extra_columns]
+        add, width = spine.add, len(header)
         for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
+            if len(row) != width:
+                if not row:
+                    continue
                 raise BadRequest(f"spine line {line}: {len(row)} fields, the header has {len(header)}")
-            spine.add(row[id_at], row[as_of_at], [row[i] for i in extra_at], f"spine line {line}")
+            add(row[id_at], row[as_of_at], [row[i] for i in extra_at], line)
     except BaseException as exc:
         if spine is not None:
             spine.close()

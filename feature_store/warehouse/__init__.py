@@ -21,7 +21,7 @@ from sqlalchemy.pool import NullPool
 from feature_store.errors import WarehouseDataError, WarehouseUnavailable
 from feature_store.registry import Feature
 from feature_store.warehouse.models import SQLITE_INSTANT_FUNCTION, sqlite_instant_text
-from feature_store.warehouse.statements import Current, as_of_statement
+from feature_store.warehouse.statements import Current, as_of_query, spine_params
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Warehouse:
         self._batch_engine: Engine | None = None
         # Request-path queries run here so a stuck warehouse costs a request its deadline only.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="warehouse")
+        self._as_of_queries: dict = {}
 
     @property
     def request_engine(self) -> Engine:
@@ -192,9 +193,12 @@ class Warehouse:
                        batch: bool = False) -> dict[int, bytes]:
         try:
             with (self.batch_engine if batch else self.request_engine).connect() as conn:
-                statement, params = as_of_statement(feature, conn.dialect.name, items)
+                statement, compiled = self._as_of_query(feature, conn)
+                params = spine_params(conn.dialect.name, items)
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(_AS_OF_PLAN)
                 # Read from the driver's cursor, encoded a chunk at a time (as batch extraction is).
-                raw = _raw_rows(conn, statement, 1 << 30, values=params, named=False)
+                raw = _raw_rows(conn, statement, 1 << 30, values=params, named=False, compiled=compiled)
                 if raw is None:
                     return {pos: feature.encode(inputs) for pos, *inputs in conn.execute(statement, params)}
                 encode = feature.rows_encoder()
@@ -203,6 +207,18 @@ class Warehouse:
             raise _unavailable(exc) from exc
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
+
+    def _as_of_query(self, feature: Feature, conn: Connection):
+        """`feature`'s as-of statement and its compiled form: the same for every spine (its rows
+        are parameters), so built and compiled once per feature (2-3 ms of Python each time, a
+        tenth of a 1,000-row training set)."""
+        key = (feature, conn.dialect.name)
+        cached = self._as_of_queries.get(key)
+        if cached is None:
+            statement = as_of_query(feature, conn.dialect.name)
+            compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+            cached = self._as_of_queries[key] = (statement, compiled)
+        return cached
 
     def stream(self, feature: Feature, *, chunk_size: int, id_range: tuple[int | None, int | None] | None = None,
                timings: dict[str, float] | None = None,
@@ -342,6 +358,17 @@ _BATCH_CURSOR_TUPLE_FRACTION = 1.0
 _PLAN_FOR_EVERY_ROW = "SET LOCAL cursor_tuple_fraction = %r"
 
 
+# An as-of statement reads the spine's entities' rows through their indexes or hashes whole
+# tables: at the default random_page_cost (4, a disk's) the planner hashes all 100,000 users for a
+# 1,000-row spine (17 of the statement's 22 ms, BENCHMARKS.md section 9); warehouse tables read by
+# features are cached, and at 1.1 it probes the index for small spines (6 ms) and still hashes
+# for large ones. And a plan for each spine's own size: after five runs psycopg prepares the
+# statement, and a generic plan (made for no size) took 313 ms on a 50,000-row spine against 190.
+# set_config(..., true): for this statement's transaction only, in one round trip.
+_AS_OF_PLAN = ("SELECT set_config('random_page_cost', '1.1', true), "
+               "set_config('plan_cache_mode', 'force_custom_plan', true)")
+
+
 # The WAL flushed so far (a standby: replayed), read before a statement takes its snapshot: every
 # commit up to it is visible to that statement (online_store/ordering.py says where this is not
 # exact). The system identifier tells one cluster's positions from another's.
@@ -367,15 +394,17 @@ class _DriverError(Exception):
 
 
 def _raw_rows(conn: Connection, statement, chunk_size: int, *, values: dict | None = None,
-              named: bool = True) -> Iterator[list[tuple]] | None:
+              named: bool = True, compiled=None) -> Iterator[list[tuple]] | None:
     """The rows of `statement` in chunks, read from the DBAPI cursor and converted by the columns'
     SQLAlchemy types (the result processors SQLAlchemy itself would apply, for the cursor's column
     type codes). None when a parameter needs SQLAlchemy's own conversion on the way in: then the
     caller runs the statement through SQLAlchemy. `values` are bound as the driver takes them (an
     as-of spine: psycopg adapts lists to arrays itself). `named`: on PostgreSQL, a server-side
-    cursor (a batch read) rather than a plain one (a request's statement, read at once)."""
+    cursor (a batch read) rather than a plain one (a request's statement, read at once).
+    `compiled`: the statement already compiled for this dialect (with render_postcompile)."""
     dialect = conn.dialect
-    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    if compiled is None:
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     values = values or {}
     if any(bind.type.dialect_impl(dialect).bind_processor(dialect) is not None
            for name, bind in compiled.binds.items() if name not in values):
