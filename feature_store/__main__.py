@@ -12,15 +12,18 @@ import sys
 
 from config import PROJECT_DIR, Config
 from feature_store import startup_line
+from feature_store.features import REGISTRY
+from feature_store.services.freshness import max_ages
 from feature_store.services.schedule import Schedule
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config.from_env()
-    try:  # embedded mode keeps the schedule: refused here in one line, not in a worker's traceback
+    try:  # refused here in one line, not in a worker's traceback (embedded mode keeps the schedule)
         if config.embedded:
             Schedule.parse(config.EXTRACT_SCHEDULE)
+        max_ages(REGISTRY, config.FEATURE_MAX_AGE)
     except ValueError as exc:
         logging.getLogger("feature_store").error("%s", exc)
         sys.exit(2)

@@ -16,7 +16,7 @@ import click
 from flask import current_app
 
 from feature_store import versions
-from feature_store.cli import FAILED, NOT_FOUND, OK, features
+from feature_store.cli import FAILED, OK, UNAVAILABLE, features
 
 
 @features.command("versions")
@@ -30,7 +30,8 @@ def versions_command(record: bool, show: str | None, as_json: bool) -> None:
     if show is not None:
         feature = registry.get(show)
         if feature is None:
-            raise click.exceptions.Exit(_say(f"unknown feature_type {show!r}", NOT_FOUND))
+            raise click.exceptions.Exit(_say(f"unknown feature_type {show!r}; known: "
+                                             f"{', '.join(registry.feature_types())}", UNAVAILABLE))
         click.echo(f"fingerprint {versions.fingerprint(feature)} of:\n{versions.definition(feature)}")
         return
     if record:

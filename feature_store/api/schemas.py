@@ -231,7 +231,8 @@ class FeatureSchema(Schema):
     freshness = fields.Nested(FeatureFreshnessSchema, required=True, allow_none=True, metadata={
         "description": "null when the online store cannot be read"})
     drift = fields.Nested(FeatureDriftSchema, required=True, allow_none=True, metadata={
-        "description": "at its last run; null before a run with statistics, or when the store cannot be read"})
+        "description": "at its last run against the run before; null until two runs recorded statistics, or "
+                       "when the store cannot be read"})
 
 
 class FeatureSetSchema(Schema):

@@ -51,9 +51,14 @@ def catalog(registry: Registry, store: OnlineStore | None = None,
             "feature_sets": sets.get(ft, []),
             "lineage": lineage(feature).describe(),
             "freshness": None if refreshed is None else freshness.describe(max_ages.get(ft), refreshed.get(ft)),
-            "drift": None if drift is None else drift.get(ft),
+            "drift": _compared(drift.get(ft)) if drift is not None else None,
         })
     return entries
+
+
+def _compared(state: dict | None) -> dict | None:
+    """A drift state, or None while there is nothing to compare with (no run, or only one)."""
+    return state if state is not None and state.get("previous_job_id") is not None else None
 
 
 def feature_sets(registry: Registry) -> list[dict]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from feature_store.online_store import format_computed_at, now_seconds
 from feature_store.registry import Registry
 
+MAX_AGE_LIMIT = 100 * 366 * 86_400  # a century: beyond, say 0 (no limit)
+
 
 def max_ages(registry: Registry, overrides: str | None = None) -> dict[str, int | None]:
     """{feature_type: max age in whole seconds, or None for no limit}: the declarations, with the
@@ -22,6 +24,7 @@ def max_ages(registry: Registry, overrides: str | None = None) -> dict[str, int 
             (a misspelt override must fail the start, not be ignored).
     """
     ages = {f.feature_type: (int(f.max_age.total_seconds()) if f.max_age is not None else None) for f in registry}
+    seen: set[str] = set()
     for part in (overrides or "").split(","):
         if not part.strip():
             continue
@@ -30,9 +33,12 @@ def max_ages(registry: Registry, overrides: str | None = None) -> dict[str, int 
         if not sep or feature_type not in ages:
             raise ValueError(f"FEATURE_MAX_AGE: {part.strip()!r} is not feature_type=seconds of a declared "
                              f"feature (declared: {', '.join(ages)})")
-        if not seconds.isdigit():
+        if feature_type in seen:
+            raise ValueError(f"FEATURE_MAX_AGE: {feature_type} is given twice")
+        seen.add(feature_type)
+        if not (seconds.isascii() and seconds.isdigit()) or int(seconds) > MAX_AGE_LIMIT:
             raise ValueError(f"FEATURE_MAX_AGE: the max age of {feature_type} must be a whole number of "
-                             f"seconds (0: no limit), not {seconds!r}")
+                             f"seconds up to {MAX_AGE_LIMIT} (0: no limit), not {seconds!r}")
         ages[feature_type] = int(seconds) or None
     return ages
 

@@ -34,8 +34,10 @@ def test_max_ages_come_from_the_declarations_and_the_environment_overrides_them(
     assert ages[FAILED] == 60 and ages["payment_type"] is None and ages["quote_creation_to_binding_time"] == DAY
 
 
-@pytest.mark.parametrize("overrides, says", [("nope=5", "not feature_type=seconds"), (FAILED, "not feature_type"),
-                                              (f"{FAILED}=1.5", "whole number"), (f"{FAILED}=-1", "whole number")])
+@pytest.mark.parametrize("overrides, says", [
+    ("nope=5", "not feature_type=seconds"), (FAILED, "not feature_type"), (f"{FAILED}=1.5", "whole number"),
+    (f"{FAILED}=-1", "whole number"), (f"{FAILED}=\u0665", "whole number"),  # an Arabic-Indic 5: not ASCII
+    (f"{FAILED}=99999999999999999999999", "up to"), (f"{FAILED}=5,{FAILED}=0", "twice")])
 def test_a_malformed_max_age_override_fails_the_start(scenario_sqlite, overrides, says):
     with pytest.raises(ValueError, match=says):
         create_app({"REDIS_URL": None, "WAREHOUSE_URL": scenario_sqlite, "FEATURE_MAX_AGE": overrides})
@@ -95,11 +97,16 @@ def test_discovery_shows_each_feature_s_freshness_and_versions(client, embedded_
                                            "age_seconds": None, "fresh": None}
     assert before[FAILED]["version"] == 1 and before[FAILED]["versions"] == [
         {"version": 1, "fingerprint": before[FAILED]["fingerprint"], "began": "2025-01-01"}]
+    first = client.post(f"{BASE}/extract").get_json()["job_id"]
+    assert all(e["drift"] is None for e in client.get(f"{BASE}/discovery").get_json())  # nothing to compare yet
     job_id = client.post(f"{BASE}/extract").get_json()["job_id"]
     after = {e["feature_type"]: e for e in client.get(f"{BASE}/discovery").get_json()}
     for entry in after.values():
         assert entry["freshness"]["last_run_id"] == job_id and entry["freshness"]["fresh"] is True
         assert entry["freshness"]["age_seconds"] in (0, 1)
+        # The same warehouse twice: compared with the first run, no drift.
+        assert entry["drift"]["previous_job_id"] == first and entry["drift"]["job_id"] == job_id
+        assert entry["drift"]["drifted"] is False and entry["drift"]["psi_threshold"] == 0.2
     # A run long ago: past the max age.
     store = embedded_app.extensions["feature_store"].store
     store.redis.delete("feature-store:refreshed")
@@ -116,3 +123,19 @@ def test_discovery_answers_without_freshness_when_redis_is_down(scenario_sqlite,
     response = app.test_client().get(f"{BASE}/discovery")
     assert response.status_code == 200
     assert all(e["freshness"] is None and e["drift"] is None and e["version"] == 1 for e in response.get_json())
+
+
+def test_the_launcher_refuses_a_malformed_max_age_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_DIR
+
+    env = {**os.environ, "FEATURE_MAX_AGE": "payment_type=abc", "WAREHOUSE_URL": f"sqlite:///{tmp_path / 'w.db'}"}
+    env.pop("REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-m", "feature_store"], cwd=PROJECT_DIR, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "FEATURE_MAX_AGE: the max age of payment_type must be a whole number" in done.stderr
+    assert "Traceback" not in done.stderr and "Listening" not in done.stderr

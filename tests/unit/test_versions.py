@@ -95,7 +95,7 @@ def test_the_versions_command_lists_records_and_fails_while_a_change_is_unrecord
     assert f"user_failed_transaction_count: v1 {fingerprint(FAILED)} since 2025-01-01" in listed.output
     shown = runner.invoke(args=["features", "versions", "--show", "user_failed_transaction_count"])
     assert shown.exit_code == 0 and "'failed'" in shown.output and "LEFT OUTER JOIN policies" in shown.output
-    assert runner.invoke(args=["features", "versions", "--show", "nope"]).exit_code == 4
+    assert runner.invoke(args=["features", "versions", "--show", "nope"]).exit_code == 2  # a usage error
     # A changed definition: exit 1 until recorded; --record writes the history file.
     path = tmp_path / "versions.json"
     path.write_text(versions.HISTORY_PATH.read_text())
