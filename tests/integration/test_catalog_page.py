@@ -7,7 +7,6 @@ flagged. Also saves the screenshot that the README shows (docs/catalog.png)."""
 from __future__ import annotations
 
 import os
-
 import shutil
 import struct
 import subprocess
