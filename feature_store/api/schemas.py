@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from feature_store.api.statistics_schemas import RunFeatureStatisticsSchema
-from feature_store.registry import DataType
 from feature_store.services.training_sets import parse_instant
 
 
@@ -108,139 +106,16 @@ class ExtractRequestSchema(_Request):
 # error. Where an answer has several shapes, the document lists each (oneOf), told apart by
 # required fields and closed schemas.
 
-_INSTANT = {"example": "2025-03-01T00:00:00"}
-_NULL = {"enum": [None], "description": "always null here"}
-
-
-def _success(value: bool) -> fields.Boolean:
-    return fields.Boolean(required=True, metadata={"enum": [value]})
-
-
-def _ref(*names: str) -> dict:
-    return {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in names]}
-
-
-class LineageStepSchema(Schema):
-    """One join-key equality on a path: table.column = to_table.to_column."""
-
-    table = fields.String(required=True, metadata={"example": "payment_transactions"})
-    column = fields.String(required=True, metadata={"example": "policy_id"})
-    to_table = fields.String(required=True, metadata={"example": "policies"})
-    to_column = fields.String(required=True, metadata={"example": "id"})
-
-
-class LineageEntitySchema(Schema):
-    table = fields.String(required=True, metadata={"example": "users"})
-    column = fields.String(required=True, metadata={"example": "id"})
-
-
-_LINEAGE_ROLES = fields.List(fields.String(metadata={"enum": ["selected", "joined_on", "filtered_on",
-                                                               "grouped_by"]}))
-_LINEAGE_COLUMNS = {"keys": fields.String(), "values": _LINEAGE_ROLES}
-_LINEAGE_PATH = fields.List(fields.Nested(LineageStepSchema), allow_none=True, metadata={
-    "description": "the join-key equalities from a row of the table to the entity's key ([] for the entity's "
-                   "own table; null when no equality links them)"})
-
-
-class LineageSchema(Schema):
-    """What a feature reads, derived from its statement (feature_store/lineage.py)."""
-
-    entity = fields.Nested(LineageEntitySchema, required=True, metadata={"description": "the entity's key"})
-    tables = fields.List(fields.String(), required=True, metadata={"description": "the tables read"})
-    columns = fields.Dict(keys=fields.String(), values=fields.Dict(**_LINEAGE_COLUMNS), required=True,
-                          metadata={"description": "table -> column -> its roles"})
-    paths = fields.Dict(keys=fields.String(), values=_LINEAGE_PATH, required=True,
-                        metadata={"description": "table -> how its rows reach the entity"})
-
-
-class LineageReaderSchema(Schema):
-    feature_type = fields.String(required=True)
-    entity_type = fields.String(required=True)
-    columns = fields.Dict(**_LINEAGE_COLUMNS, required=True, metadata={
-        "description": "the table's columns the feature reads (only the one asked for, when one was) -> roles"})
-    path = fields.Nested(LineageStepSchema, many=True, required=True, allow_none=True, metadata={
-        "description": "how the table's rows reach the feature's entity ([] for the entity's own table; null when "
-                       "no equality links them)"})
-
-
-class LineageReadersSchema(Schema):
-    table = fields.String(required=True, metadata={"example": "policies"})
-    column = fields.String(required=True, allow_none=True, metadata={"description": "null when not asked"})
-    features = fields.List(fields.Nested(LineageReaderSchema), required=True,
-                           metadata={"description": "the features that read it, in declaration order"})
-
+# Split out to keep each file short; re-exported here, where the views and the OpenAPI document look.
+from feature_store.api.catalog_schemas import *  # noqa: E402,F403
+from feature_store.api.run_schemas import *  # noqa: E402,F403
+from feature_store.api.schema_parts import _COUNTS, _INSTANT, _NULL, _REASONS, _ref, _success  # noqa: E402
 
 _AGE = fields.Integer(required=True, metadata={"description": "seconds since computed_at", "example": 42})
 _STALE = fields.Boolean(required=True, metadata={
     "description": "true when the value is older than its feature's max age and is served because the warehouse "
                    "could not recompute it (see the README, Freshness)"})
 
-
-class FeatureVersionSchema(Schema):
-    """One version of a feature's definition (feature_store/versions.py)."""
-
-    version = fields.Integer(required=True, metadata={"example": 1})
-    fingerprint = fields.String(required=True, metadata={
-        "description": "derived from the feature's compiled statement and value function", "example": "dd10035c2287"})
-    began = fields.String(required=True, allow_none=True, metadata={
-        "description": "the date it began (UTC); null for a changed definition not recorded yet",
-        "example": "2025-01-01"})
-
-
-class FeatureFreshnessSchema(Schema):
-    """How fresh a feature's values are (services/freshness.py)."""
-
-    max_age_seconds = fields.Integer(required=True, allow_none=True, metadata={
-        "description": "how old a served value may be before it is recomputed on read; null: no limit"})
-    last_refreshed_at = fields.String(required=True, allow_none=True, metadata={
-        "description": "when the values of the last run that refreshed it were computed (UTC); null: no run yet"})
-    last_run_id = fields.String(required=True, allow_none=True, metadata={"description": "that run's job id"})
-    age_seconds = fields.Integer(required=True, allow_none=True, metadata={"description": "seconds since then"})
-    fresh = fields.Boolean(required=True, allow_none=True, metadata={
-        "description": "whether that is within the max age; null: no run yet"})
-
-
-class FeatureDriftSchema(Schema):
-    """The drift its last run found against the run before (services/statistics.py)."""
-
-    drifted = fields.Boolean(required=True)
-    psi = fields.Float(required=True, allow_none=True)
-    ks = fields.Float(required=True, allow_none=True, metadata={"description": "numbers and datetimes only"})
-    psi_threshold = fields.Float(required=True, allow_none=True)
-    ks_threshold = fields.Float(required=True, allow_none=True)
-    job_id = fields.String(required=True, allow_none=True, metadata={"description": "the run"})
-    computed_at = fields.String(required=True, allow_none=True)
-    previous_job_id = fields.String(required=True, allow_none=True, metadata={"description": "the run compared with"})
-    previous_computed_at = fields.String(required=True, allow_none=True)
-
-
-class FeatureSchema(Schema):
-    feature_type = fields.String(required=True, metadata={"example": "user_failed_transaction_count"})
-    name = fields.String(required=True)
-    description = fields.String(required=True)
-    entity_type = fields.String(required=True, metadata={"example": "user_id"})
-    data_type = fields.String(required=True, metadata={"enum": [t.value for t in DataType]})
-    created_at = fields.String(required=True, metadata={"example": "2025-01-01T00:00:00"})
-    version = fields.Integer(required=True, metadata={"description": "the current version (the last of versions)"})
-    fingerprint = fields.String(required=True, metadata={"description": "the current version's fingerprint"})
-    versions = fields.List(fields.Nested(FeatureVersionSchema), required=True, metadata={
-        "description": "every version, oldest first"})
-    feature_sets = fields.List(fields.String(), required=True, metadata={"description": "the feature sets that "
-                                                                                         "list it"})
-    lineage = fields.Nested(LineageSchema, required=True)
-    freshness = fields.Nested(FeatureFreshnessSchema, required=True, allow_none=True, metadata={
-        "description": "null when the online store cannot be read"})
-    drift = fields.Nested(FeatureDriftSchema, required=True, allow_none=True, metadata={
-        "description": "at its last run against the run before; null until two runs recorded statistics, or "
-                       "when the store cannot be read"})
-
-
-class FeatureSetSchema(Schema):
-    name = fields.String(required=True, metadata={"example": "underwriting_v1"})
-    description = fields.String(required=True)
-    entity_type = fields.String(required=True)
-    feature_types = fields.List(fields.String(), required=True)
-    created_at = fields.String(required=True)
 
 
 class FeatureValueSchema(Schema):
@@ -329,123 +204,6 @@ class TrainingSetTableSchema(Schema):
         "description": "one object per spine row, in spine order, keyed by the columns: entity_id (string), as_of "
                        "(UTC), the spine's other columns as sent, entity_existed (false: the entity did not exist "
                        "at as_of and its values are null), the features' values"})
-
-
-_COUNTS = {"keys": fields.String(), "values": fields.Integer()}
-_REASONS = {"keys": fields.String(), "values": fields.String()}
-
-
-class ExtractionResultSchema(Schema):
-    message = fields.String(required=True, metadata={"example": "Feature extraction completed successfully"})
-    features_extracted = fields.Dict(**_COUNTS, required=True, metadata={"description": "feature type -> values "
-                                                                                        "written"})
-    total_features = fields.Integer(required=True)
-    job_id = fields.String(required=True)
-    joined = fields.Boolean(required=True, metadata={"description": "true when this request joined a run in "
-                                                                    "progress"})
-    drifted_features = fields.List(fields.String(), required=True, metadata={
-        "description": "features whose values drifted against the previous run (GET /statistics/{feature_type})"})
-
-
-class ExtractionAcceptedSchema(Schema):
-    job_id = fields.String(required=True)
-    status = fields.String(required=True, metadata={"enum": ["queued", "started", "finished", "failed"]})
-    status_url = fields.String(required=True, metadata={"format": "uri", "description": "GET it to follow the run "
-                                                                                       "(also the Location header)"})
-    joined = fields.Boolean(required=True)
-    workers = fields.Integer(required=True, allow_none=True, metadata={
-        "description": "workers listening on the extraction queue (null in embedded mode)"})
-    warning = fields.String(metadata={"description": "set when no worker listens: the run stays queued"})
-
-
-class RunResultSchema(Schema):
-    """What a run did (its job's result)."""
-
-    features_extracted = fields.Dict(**_COUNTS, required=True, metadata={"description": "feature type -> values "
-                                                                                        "written"})
-    total_features = fields.Integer(required=True)
-    failed_features = fields.Dict(**_REASONS, required=True, metadata={"description": "feature type -> reason"})
-    removed = fields.Dict(**_COUNTS, required=True, metadata={"description": "feature type -> stale values "
-                                                                            "removed"})
-    computed_at = fields.String(required=True, allow_none=True, metadata={
-        "description": "the values' computed_at (null when the run could not start)"})
-    partitions = fields.Integer(metadata={"description": "id-range partitions, when the run was split"})
-    statistics = fields.Dict(keys=fields.String(), values=fields.Nested(RunFeatureStatisticsSchema), metadata={
-        "description": "feature type -> its statistics and drift (absent when STATISTICS=0)"})
-    drifted_features = fields.List(fields.String(), metadata={"description": "features flagged as drifted"})
-    stages = fields.Dict(keys=fields.String(), values=fields.Float(), required=True,
-                         metadata={"description": "stage -> seconds"})
-
-
-class _RunFields(Schema):
-    job_id = fields.String(required=True, metadata={"example": "extract-3f0c2b9e"})
-    status = fields.String(required=True, metadata={"enum": ["queued", "started"]})
-    trigger = fields.String(required=True, metadata={"enum": ["api", "schedule"]})
-    feature_types = fields.List(fields.String(), required=True, metadata={"description": "what the run refreshes"})
-    enqueued_at = fields.String(required=True, allow_none=True)
-    started_at = fields.String(required=True, allow_none=True)
-    ended_at = fields.String(required=True, allow_none=True)
-
-
-class RunPendingSchema(_RunFields):
-    """A run queued or started (GET /extract/{job_id}, and as GET /extract lists it)."""
-
-
-class RunFinishedSchema(_RunFields):
-    status = fields.String(required=True, metadata={"enum": ["finished"]})
-    result = fields.Nested(RunResultSchema, required=True)
-
-
-class RunFailedSchema(_RunFields):
-    status = fields.String(required=True, metadata={"enum": ["failed"]})
-    success = _success(False)
-    error = fields.String(required=True, metadata={"description": "names every failed feature"})
-    failed_features = fields.Dict(**_REASONS, required=True, metadata={"description": "feature type -> reason"})
-    features_extracted = fields.Dict(**_COUNTS, required=True, metadata={"description": "the features refreshed"})
-    total_features = fields.Integer(required=True)
-    result = fields.Nested(RunResultSchema, metadata={"description": "what the run did (absent when it died)"})
-
-
-class RunEndedSummarySchema(_RunFields):
-    """An ended run as GET /extract lists it."""
-
-    status = fields.String(required=True, metadata={"enum": ["finished", "failed"]})
-    features_extracted = fields.Dict(**_COUNTS, required=True)
-    total_features = fields.Integer(required=True)
-    failed_features = fields.Dict(**_REASONS, required=True)
-    error = fields.String(metadata={"description": "when failed"})
-
-
-class RunListSchema(Schema):
-    runs = fields.List(fields.Raw(metadata=_ref("RunPending", "RunEndedSummary")), required=True,
-                       metadata={"description": "newest first"})
-
-
-class ParityDisagreementSchema(Schema):
-    entity_id = fields.String(required=True)
-    computed_at = fields.String(required=True)
-    stored = fields.String(required=True, metadata={"description": "the stored value (JSON text)"})
-    as_of_value = fields.String(required=True, allow_none=True, metadata={
-        "description": "the value as of computed_at (JSON text); null when the entity did not exist then"})
-
-
-class FeatureParitySchema(Schema):
-    checked = fields.Integer(required=True)
-    agree = fields.Integer(required=True)
-    disagree = fields.Integer(required=True)
-    agreement = fields.Float(required=True, allow_none=True, metadata={"description": "agree / checked (null when "
-                                                                                     "none was checked)"})
-    disagreements = fields.List(fields.Nested(ParityDisagreementSchema), required=True,
-                                metadata={"description": "the first 20"})
-
-
-class ParityReportSchema(Schema):
-    sample_per_feature = fields.Integer(required=True)
-    window_seconds = fields.Integer(required=True, metadata={
-        "description": "a value also agrees when it equals the value this many seconds after its computed_at (it "
-                       "was read a little after)"})
-    checked_at = fields.String(required=True)
-    features = fields.Dict(keys=fields.String(), values=fields.Nested(FeatureParitySchema), required=True)
 
 
 class ErrorSchema(Schema):

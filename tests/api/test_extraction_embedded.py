@@ -145,7 +145,7 @@ def test_health_touches_nothing_and_ready_checks_the_stores(client):
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.get_json() == {"status": "ready", "checks": {"redis": "ok", "warehouse": "ok"}, "workers": None,
-                                "queue": "feature-extraction", "embedded": True}
+                                "queue": "feature-extraction", "embedded": True, "stream": None}
 
 
 def test_ready_names_a_missing_warehouse(make_app, tmp_path):
