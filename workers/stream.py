@@ -51,9 +51,10 @@ def main() -> int:
                           feature_types=REGISTRY.feature_types())
     warehouse = Warehouse(config.WAREHOUSE_URL)
     # Values written with their definition's version, as the web process and workers write them.
-    applier = Applier(REGISTRY, warehouse, OnlineStore(client, versions=current_versions(REGISTRY)),
-                      start_refresh=lambda feature_types: runs.start_or_join(feature_types))
     slot = Slot(config.WAREHOUSE_URL, config.STREAM_SLOT)
+    applier = Applier(REGISTRY, warehouse, OnlineStore(client, versions=current_versions(REGISTRY)),
+                      start_refresh=lambda feature_types: runs.start_or_join(feature_types),
+                      wait_visible=slot.wait_visible)
     try:
         StreamProcess(slot, applier, client, batch_changes=config.STREAM_BATCH_CHANGES,
                       poll_interval=config.STREAM_POLL_INTERVAL).run(stop)

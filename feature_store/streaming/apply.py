@@ -23,7 +23,7 @@ values, and the removal of the values of entities that no longer exist.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from feature_store.lineage import Route, lineage
@@ -62,11 +62,15 @@ class Applier:
     Args:
         start_refresh: called with feature types whose every entity may have changed (an
             extraction run of them is started or joined).
+        wait_visible: called with a batch's transaction ids before its values are recomputed;
+            returns once the warehouse's snapshots see them all (Slot.wait_visible).
     """
 
     def __init__(self, registry: Registry, warehouse: Warehouse, store: OnlineStore, *,
-                 start_refresh: Callable[[list[str]], object] | None = None) -> None:
+                 start_refresh: Callable[[list[str]], object] | None = None,
+                 wait_visible: Callable[[Iterable[int]], None] | None = None) -> None:
         self.registry = registry
+        self.wait_visible = wait_visible
         self.warehouse = warehouse
         self.store = store
         self.start_refresh = start_refresh
@@ -143,6 +147,8 @@ class Applier:
             StoreUnavailable: Redis failed (some values may be fresh already; none is older).
         """
         found = self.affected(transactions)
+        if self.wait_visible is not None:
+            self.wait_visible(t.xid for t in transactions)
         computed_at = now_seconds()
         work = []
         for feature_type, ids in found.entities.items():

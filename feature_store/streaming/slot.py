@@ -18,6 +18,7 @@ process is retired.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,6 +31,17 @@ from feature_store.streaming.decoding import Transaction, format_lsn, parse_lsn,
 PLUGIN = "test_decoding"
 _SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
 _OPTIONS = "'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'"
+
+
+def _as_full(xid: int, near: int) -> int:
+    """A 32-bit transaction id as the 64-bit one nearest to `near` (a snapshot's xmax): within
+    2**31 of it, as PostgreSQL compares transaction ids."""
+    full = (near & ~0xFFFFFFFF) | xid
+    if full - near > 1 << 31:
+        return full - (1 << 32)
+    if near - full > 1 << 31:
+        return full + (1 << 32)
+    return full
 
 
 class NotStreamable(Exception):
@@ -176,6 +188,31 @@ class Slot:
         cut = len(rows) >= max_changes
         position = last if cut and last is not None else max(parse_lsn(upto), last or 0)
         return transactions, position, cut
+
+    def wait_visible(self, xids: Iterable[int], timeout: float = 10.0) -> None:
+        """Wait until a new snapshot sees every transaction of `xids` (decoded ones: committed).
+
+        A commit is in the WAL, and so decodable, a moment before new snapshots see it (the
+        committing backend leaves the process array after its WAL flush, and after a synchronous
+        standby's answer when there is one). A recomputation in that moment would miss the
+        change it is for, and the slot would be confirmed past it: so the batch waits for a
+        snapshot that sees all of it first (snapshots only see more as time goes on).
+
+        Raises:
+            DBAPIError: the warehouse failed.
+        """
+        wanted = {xid for xid in xids if xid is not None}
+        deadline = time.monotonic() + timeout
+        while wanted:
+            with self.engine.connect() as conn:
+                snapshot = conn.execute(text("SELECT pg_current_snapshot()::text")).scalar_one()
+            xmin, xmax, running = snapshot.split(":")
+            xmax64 = int(xmax)
+            in_progress = {int(x) & 0xFFFFFFFF for x in running.split(",") if x}
+            wanted = {xid for xid in wanted if _as_full(xid, xmax64) >= xmax64 or xid in in_progress}
+            if not wanted or time.monotonic() > deadline:
+                return  # (past the deadline: proceed; the next batch's recomputation corrects it)
+            time.sleep(0.001)
 
     def advance(self, position: int) -> None:
         """Confirm every transaction up to `position`: the slot never returns them again."""

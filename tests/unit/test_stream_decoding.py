@@ -93,3 +93,12 @@ def test_the_one_expression_parse_equals_the_general_one(columns):
     text = "".join(_printed(name, type_name, value) for name, (type_name, value) in columns)
     expected = {name: value for name, (_, value) in columns}
     assert parse_tuple(text) == _parse_tuple(text) == expected
+
+
+def test_a_decoded_transaction_id_is_placed_in_the_snapshots_epoch():
+    from feature_store.streaming.slot import _as_full
+
+    assert _as_full(1001, 1000) == 1001  # committed, not yet completed in the snapshot's eyes
+    assert _as_full(5, (1 << 32) + 10) == (1 << 32) + 5
+    assert _as_full(0xFFFFFFF0, (1 << 32) + 10) == 0xFFFFFFF0  # just before the epoch turned
+    assert _as_full(10, 0xFFFFFFF0) == (1 << 32) + 10
