@@ -35,6 +35,7 @@ import requests
 from bench.harness import Deployment, rss_mb
 from bench.statistics_cost import bench_statistics_cost
 from feature_store.features import REGISTRY
+from feature_store.metrics_buffer import FLUSH_SECONDS
 from feature_store.online_store import OnlineStore, now_seconds
 from feature_store.warehouse import Warehouse, demo
 from feature_store.warehouse.statements import Current
@@ -1095,6 +1096,7 @@ def bench_metrics_cost(args, report) -> None:
                     run = wrk(bases[name], API + "/inference", bodies, connections, args.seconds)
                     run["server_cpu_us_per_request"] = round((server_cpu_seconds(masters[name]) - cpu)
                                                              / run["requests"] * 1e6, 1)
+                    time.sleep(2 * FLUSH_SECONDS + 0.2)  # each process hands its figures over within it
                     grown = inference_requests_counted(bases[name]) - before
                     runs.setdefault(f"{name}@{connections}", []).append(run)
                     counted.append({"deployment": name, "connections": connections, "wrk_requests": run["requests"],

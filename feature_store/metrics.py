@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from feature_store.metrics_buffer import Recorder
 from feature_store.services.statistics import drift_states
 from feature_store.streaming import status as stream_status
 
@@ -41,30 +42,43 @@ _RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 ENABLED = os.environ.get("METRICS", "1") != "0"
 
 
-# The labelled children, looked up once per label values: `labels()` builds and locks on every call,
-# a third of what recording a request costs (measured: 9.9 us for one request's calls through
-# labels(), 6.3 us with the children kept; BENCHMARKS.md, section 11). Label values are few
-# (routes, methods, statuses, sources), so these stay small.
+# The labelled children, looked up once per label values: `labels()` builds and locks on every call
+# (BENCHMARKS.md, section 11). Label values are few (routes, methods, statuses, sources).
 _REQUEST_CHILDREN: dict = {}
 _VALUE_CHILDREN: dict = {}
 
 
+def _apply_requests(key: tuple, latencies: list[float]) -> None:
+    children = _REQUEST_CHILDREN.get(key)
+    if children is None:
+        endpoint, method, status = key
+        children = _REQUEST_CHILDREN[key] = (REQUESTS.labels(endpoint, method, str(status)),
+                                             LATENCY.labels(endpoint))
+    children[0].inc(len(latencies))
+    for seconds in latencies:
+        children[1].observe(seconds)
+
+
+def _apply_values(source: str, n: int) -> None:
+    child = _VALUE_CHILDREN.get(source)
+    if child is None:
+        child = _VALUE_CHILDREN[source] = VALUES.labels(source)
+    child.inc(n)
+
+
+# Requests record into their own thread's buffer; one thread per process writes the library's
+# values (metrics_buffer.py: the library's per-process lock cost 9% of req/s at 64 connections).
+_RECORDER = Recorder(_apply_requests, _apply_values)
+
+
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
     if ENABLED:
-        children = _REQUEST_CHILDREN.get((endpoint, method, status))
-        if children is None:
-            children = _REQUEST_CHILDREN[(endpoint, method, status)] = (
-                REQUESTS.labels(endpoint, method, str(status)), LATENCY.labels(endpoint))
-        children[0].inc()
-        children[1].observe(seconds)
+        _RECORDER.request((endpoint, method, status), seconds)
 
 
 def count_values(source: str, n: int) -> None:
     if n and ENABLED:
-        child = _VALUE_CHILDREN.get(source)
-        if child is None:
-            child = _VALUE_CHILDREN[source] = VALUES.labels(source)
-        child.inc(n)
+        _RECORDER.values(source, n)
 
 
 class StoreCollector:
@@ -185,7 +199,9 @@ class StoreCollector:
 
 
 def render(services) -> bytes:
-    """The exposition of every web process's metrics and the store's."""
+    """The exposition of every web process's metrics and the store's (this process's buffered
+    requests written first; another process's within metrics_buffer.FLUSH_SECONDS)."""
+    _RECORDER.flush()
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)

@@ -5,10 +5,12 @@ store's own figures (queue depth, workers listening, recent runs, each feature's
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import requests
 
+from feature_store.metrics_buffer import FLUSH_SECONDS
 from feature_store.warehouse import demo
 from tests.conftest import web_process
 
@@ -40,6 +42,8 @@ def test_metrics_aggregate_every_web_process(web):
                            timeout=5, headers={"Connection": "close"} if n % 3 == 0 else {}).status_code == 200
     assert requests.post(f"{api}/inference", json={"feature_type": "nope", "entity_id": 1}, timeout=5).status_code \
         == 404
+    # Each process hands its requests' figures to the library within FLUSH_SECONDS (metrics_buffer.py).
+    time.sleep(2 * FLUSH_SECONDS + 0.2)
     for _ in range(4):  # whichever process answers the scrape, the totals are the same
         text = requests.get(f"{web}/metrics", timeout=10).text
         assert sample(text, "feature_store_http_requests_total", endpoint="/api/v1/features/inference",
