@@ -13,7 +13,6 @@ process answers and needs no aggregation.
 from __future__ import annotations
 
 import os
-import time
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from feature_store.metrics_buffer import Recorder
+from feature_store.services import freshness
 from feature_store.services.statistics import drift_states
 from feature_store.streaming import status as stream_status
 
@@ -143,17 +143,15 @@ class StoreCollector:
                                   "with one; FEATURE_MAX_AGE)", labels=["feature_type"])
         fresh = GaugeMetricFamily("feature_store_feature_fresh", "1 when a feature's last refresh is within its "
                                   "max age, else 0 (features refreshed by a run)", labels=["feature_type"])
-        now = time.time()
         for feature_type in self.services.registry.feature_types():
             if max_ages.get(feature_type) is not None:
                 limit.add_metric([feature_type], max_ages[feature_type])
             record = refreshed.get(feature_type)
             if record is None:
                 continue
-            seconds = max(0.0, round(now - record["computed_at"], 3))
-            age.add_metric([feature_type], seconds)
-            limit_seconds = max_ages.get(feature_type)
-            fresh.add_metric([feature_type], 1 if limit_seconds is None or seconds <= limit_seconds else 0)
+            state = freshness.describe(max_ages.get(feature_type), record)  # discovery's figures, one rule
+            age.add_metric([feature_type], state["age_seconds"])
+            fresh.add_metric([feature_type], 1 if state["fresh"] else 0)
         yield from (age, limit, fresh)
         yield from self._stream()
 
