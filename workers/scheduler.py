@@ -9,24 +9,20 @@ because process managers stop the whole formation when one process exits.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 
 from config import Config
 from feature_store.features import REGISTRY
 from feature_store.online_store import connect
 from feature_store.services.jobs import ExtractionRuns
 from feature_store.services.schedule import Schedule, Scheduler
+from workers import start_process
 
 log = logging.getLogger("workers.scheduler")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = start_process()
     config = Config.from_env()
     try:
         schedule = Schedule.parse(config.EXTRACT_SCHEDULE)

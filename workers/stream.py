@@ -11,9 +11,7 @@ exits (and would restart it in a loop).
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 
 from config import Config
 from feature_store.features import REGISTRY
@@ -24,15 +22,13 @@ from feature_store.streaming.process import StreamProcess
 from feature_store.streaming.slot import Slot, check_slot_name
 from feature_store.versions import current_versions
 from feature_store.warehouse import Warehouse
+from workers import start_process
 
 log = logging.getLogger("workers.stream")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = start_process()
     config = Config.from_env()
     try:
         check_slot_name(config.STREAM_SLOT)
