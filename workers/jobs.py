@@ -215,7 +215,8 @@ def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, sto
             failed_features.setdefault(feature_type, f"partition {index}: {reason}")
     refreshed = [ft for ft in feature_types if ft not in failed_features]
     removal = time.perf_counter()
-    removed = store.remove_stale(refreshed, stamp, len(plan["ranges"]), plan["computed_at"])
+    removed = store.remove_stale(refreshed, stamp, len(plan["ranges"]), plan["computed_at"],
+                                 positions=earliest_positions([done[index] for index in sorted(done)], refreshed))
     counts = {ft: sum(part["counts"][ft] for part in done.values()) for ft in refreshed}
     stages = {"partitions": removal - started, "remove_stale": time.perf_counter() - removal}
     # The partitions' sketches, merged: the statistics of the whole table.
@@ -224,6 +225,24 @@ def _extract_partitioned(job, features: list[Feature], warehouse: Warehouse, sto
                               computed_at=plan["computed_at"])
     return run_result(counts, failed_features, removed, plan["computed_at"], stages,
                       partitions=len(plan["ranges"]), **statistics)
+
+
+def earliest_positions(parts: list[dict], feature_types: list[str]) -> dict[str, bytes | None]:
+    """Per feature, the earliest warehouse position its partitions' queries read at (each
+    partition reads at its own). The run's stale removal then spares a value written from a later
+    read (a streamed value of an entity created after the run read: ordering.py), which the values'
+    computed_at alone cannot tell apart within a second, or across two hosts' clocks. None for a
+    feature when a partition has no position, or one of another warehouse cluster (a value then
+    goes by computed_at alone, as on SQLite). The earliest errs on keeping: a value kept that the
+    run found gone stays in the feature's record, so the next run checks it again."""
+    earliest: dict[str, bytes | None] = {}
+    for feature_type in feature_types:
+        found = [part.get("positions", {}).get(feature_type) for part in parts]
+        if not found or None in found or len({position.split(":", 1)[0] for position in found}) != 1:
+            earliest[feature_type] = None
+            continue
+        earliest[feature_type] = min(found).encode()
+    return earliest
 
 
 class _Cleanup:
@@ -305,11 +324,12 @@ def _run_partition(run: RunPartitions, index: int, ranges: dict, stamp: int, com
                    features: list[Feature],
                    warehouse: Warehouse, store: OnlineStore, config: Config) -> dict:
     sketches = {} if config.STATISTICS else None
+    positions: dict[str, bytes | None] = {}
     try:
         existing, failed = extract_values(features, warehouse, store, stamp=stamp, computed_at=computed_at,
                                           chunk_size=config.EXTRACT_CHUNK_SIZE, stages={},
                                           id_ranges={table: tuple(bounds) for table, bounds in ranges.items()},
-                                          part=index, sketches=sketches)
+                                          part=index, sketches=sketches, positions=positions)
     except FeatureStoreError as exc:
         run.failed(index, f"partition {index}: {exc}")
         raise
@@ -317,7 +337,9 @@ def _run_partition(run: RunPartitions, index: int, ranges: dict, stamp: int, com
         log.exception("partition %d failed", index)
         run.failed(index, f"partition {index}: internal error ({exc.__class__.__name__})")
         raise
-    outcome = {"counts": {feature_type: len(ids) for feature_type, ids in existing.items()}, "failed": failed}
+    outcome = {"counts": {feature_type: len(ids) for feature_type, ids in existing.items()}, "failed": failed,
+               "positions": {feature_type: position.decode() for feature_type, position in positions.items()
+                             if position is not None and feature_type in existing}}
     if sketches is not None:
         outcome["sketches"] = {feature_type: sketch.state() for feature_type, sketch in sketches.items()}
     run.done(index, outcome)

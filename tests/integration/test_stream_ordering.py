@@ -155,3 +155,50 @@ def test_writes_and_removals_keep_their_order_on_a_redis_cluster(logical_databas
     finally:
         warehouse.dispose()
         client.close()
+
+
+def test_a_partitioned_runs_stale_removal_spares_an_entity_streamed_after_its_reads(
+        logical_database, redis_url, scratch_url, streams, monkeypatch):
+    """The partitioned run (workers.jobs, its partitions run in this process as a run's own job
+    runs the ones no worker took): quote 90 is inserted and streamed after every partition read
+    the warehouse, before the run removes the values of entities it did not find. The run's
+    clock is a few seconds ahead of the streaming process's (another host; or both in one second):
+    computed_at cannot tell the streamed value is the newer, the positions can."""
+    import types
+    import uuid
+
+    from config import Config
+    from workers import jobs
+
+    extract(logical_database, redis_url)
+    streams(redis_url, logical_database).wait_state("streaming")
+    client = redis.Redis.from_url(redis_url)
+    warehouse = Warehouse(logical_database)
+    store = OnlineStore(client, versions=current_versions(REGISTRY))
+    remove_stale = store.remove_stale
+
+    def after_every_read(*args, **kwargs):
+        commit(logical_database, "INSERT INTO quotes VALUES (90, 3, 1000, '2024-06-01 10:00:00', NULL)")
+        wait_for(lambda: _value(client, "quote_creation_to_binding_time:90") == b"null", timeout=30,
+                 what="the insert to be streamed")
+        return remove_stale(*args, **kwargs)
+
+    monkeypatch.setattr(store, "remove_stale", after_every_read)
+    monkeypatch.setattr(jobs, "now_seconds", lambda: now_seconds() + 5)
+    monkeypatch.setenv("EXTRACT_PARTITIONS", "2")
+    monkeypatch.setenv("WAREHOUSE_URL", logical_database)
+    job = types.SimpleNamespace(connection=client, id=f"extract-{uuid.uuid4().hex}", origin="race-test")
+    feature = REGISTRY.get("quote_creation_to_binding_time")
+    try:
+        # A value of an entity that is gone, read before the run: the run still removes it.
+        _, before = warehouse.compute_at(feature, [41])
+        assert store.write(feature.feature_type, [("999", b"null")], now_seconds(), on_demand=True,
+                           position=before) == 1
+        result = jobs._extract_partitioned(job, list(REGISTRY), warehouse, store, Config.from_env())
+        assert result["partitions"] == 2 and result["removed"][feature.feature_type] == 1
+        assert _value(client, "quote_creation_to_binding_time:90") == b"null"
+        assert not client.exists("quote_creation_to_binding_time:999")
+    finally:
+        warehouse.dispose()
+        client.close()
+    wait_equal(logical_database, redis_url, scratch_url)
