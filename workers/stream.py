@@ -49,7 +49,7 @@ def main() -> int:
     # Values written with their definition's version, as the web process and workers write them.
     slot = Slot(config.WAREHOUSE_URL, config.STREAM_SLOT)
     applier = Applier(REGISTRY, warehouse, OnlineStore(client, versions=current_versions(REGISTRY)),
-                      start_refresh=lambda feature_types: runs.start_or_join(feature_types),
+                      start_refresh=lambda feature_types: runs.start_or_join(feature_types, trigger="stream"),
                       wait_visible=slot.wait_visible)
     try:
         StreamProcess(slot, applier, client, batch_changes=config.STREAM_BATCH_CHANGES,

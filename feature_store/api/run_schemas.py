@@ -7,6 +7,7 @@ from marshmallow import Schema, fields
 
 from feature_store.api.schema_parts import _COUNTS, _REASONS, _ref, _success
 from feature_store.api.statistics_schemas import RunFeatureStatisticsSchema
+from feature_store.services.jobs import TRIGGERS
 
 
 class ExtractionResultSchema(Schema):
@@ -54,7 +55,9 @@ class RunResultSchema(Schema):
 class _RunFields(Schema):
     job_id = fields.String(required=True, metadata={"example": "extract-3f0c2b9e"})
     status = fields.String(required=True, metadata={"enum": ["queued", "started"]})
-    trigger = fields.String(required=True, metadata={"enum": ["api", "schedule"]})
+    trigger = fields.String(required=True, metadata={
+        "enum": list(TRIGGERS), "description": "what started the run: a request (api), the schedule, or the "
+                                               "streaming process (stream: changes it cannot follow row by row)"})
     feature_types = fields.List(fields.String(), required=True, metadata={"description": "what the run refreshes"})
     enqueued_at = fields.String(required=True, allow_none=True)
     started_at = fields.String(required=True, allow_none=True)

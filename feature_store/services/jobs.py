@@ -25,7 +25,9 @@ EXTRACT_FUNCTION = "workers.jobs.extract_features"
 RUNS_KEY = "feature-store:extraction:runs"
 RUNS_KEPT = 100
 JOB_ID_PREFIX = "extract-"
-TRIGGERS = ("api", "schedule")
+# What starts a run (start_or_join's `trigger`): a request or the CLI, the schedule, or the streaming
+# process (for changes it cannot follow row by row: a TRUNCATE, a table with no path to the entity).
+TRIGGERS = ("api", "schedule", "stream")
 
 ACTIVE = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED,
           JobStatus.SCHEDULED, JobStatus.READY_TO_ENQUEUE, JobStatus.RATE_LIMITED}

@@ -289,7 +289,7 @@ def test_ready_reports_an_idle_process_and_why(scenario_sqlite, redis_url, strea
 
 
 def test_a_truncate_is_refreshed_by_an_extraction_run(logical_database, redis_url, scratch_url, streams,
-                                                      start_worker):
+                                                      start_worker, make_app):
     extract(logical_database, redis_url)
     start_worker(logical_database)
     stream = streams(redis_url, logical_database)
@@ -300,3 +300,13 @@ def test_a_truncate_is_refreshed_by_an_extraction_run(logical_database, redis_ur
     assert not any(name.startswith("payment_type:") for name in expected)
     assert "extraction run for payment_type, user_failed_transaction_count, user_policy_time_of_purchase" \
         in stream.output()
+    # The run's history says the streaming process started it (GET /extract, as the OpenAPI document says).
+    client = make_app(REDIS_URL=redis_url, WAREHOUSE_URL=logical_database).test_client()
+    runs = lambda: client.get("/api/v1/features/extract").get_json()["runs"]  # noqa: E731
+    wait_for(lambda: [run["status"] for run in runs()] == ["finished"], timeout=30, what="the run to finish")
+    (run,) = runs()
+    assert run["trigger"] == "stream"
+    assert run["feature_types"] == ["payment_type", "user_failed_transaction_count", "user_policy_time_of_purchase"]
+    assert client.get(f"/api/v1/features/extract/{run['job_id']}").get_json()["trigger"] == "stream"
+    document = client.get("/api/v1/openapi.json").get_json()
+    assert "stream" in document["components"]["schemas"]["RunFinished"]["properties"]["trigger"]["enum"]
