@@ -93,6 +93,9 @@ class Config:
     # Training sets and parity checks built at once per web process (their batch statements have no
     # request deadline); beyond, 503 with Retry-After, so they never take every thread from inference.
     TRAINING_SET_CONCURRENCY: int = field(default_factory=lambda: _env_int("TRAINING_SET_CONCURRENCY", 2))
+    # Training sets read each feature's values from an as-of index held in memory while the warehouse
+    # is unchanged (services/as_of_index.py); 0 turns the indexes off (every chunk runs statements).
+    AS_OF_INDEX: bool = field(default_factory=lambda: _env_str("AS_OF_INDEX", "1") == "1")
     # Optional API keys (comma-separated). None configured: the API is open.
     API_KEYS_READ: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_READ"))
     API_KEYS_ADMIN: tuple[str, ...] = field(default_factory=lambda: _env_keys("API_KEYS_ADMIN"))

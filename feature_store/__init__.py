@@ -16,6 +16,7 @@ from feature_store.online_store import FIELDS, OnlineStore, connect
 from feature_store.online_store.cluster_cache import ClusterLocalCache
 from feature_store.online_store.local_cache import LocalCache
 from feature_store.registry import Registry
+from feature_store.services.as_of_index import AsOfIndexes
 from feature_store.services.freshness import max_ages
 from feature_store.services.jobs import ExtractionRuns
 from feature_store.services.schedule import Schedule, start_in_thread
@@ -41,11 +42,14 @@ class Services:
     schedule_stop: threading.Event | None = None  # embedded mode's in-process schedule
     # Slots for the requests that run batch statements on the web process (training sets, parity).
     heavy: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
+    as_of_indexes: AsOfIndexes | None = None  # training sets' (services/as_of_index.py)
 
     def close(self) -> None:
         """Release connections and threads (for a process that builds and drops apps: tests)."""
         if self.schedule_stop is not None:
             self.schedule_stop.set()
+        if self.as_of_indexes is not None:
+            self.as_of_indexes.close()
         self.warehouse.dispose()
         if self.store.local_cache is not None:
             self.store.local_cache.close()
@@ -117,7 +121,8 @@ def create_app(test_config: dict | None = None) -> Flask:
                           job_timeout=config.EXTRACT_JOB_TIMEOUT, job_ttl=config.EXTRACT_JOB_TTL,
                           feature_types=REGISTRY.feature_types(), warehouse_url=config.WAREHOUSE_URL)
     services = Services(config, REGISTRY, FeatureServer(REGISTRY, store, warehouse, max_age), runs, warehouse, store,
-                        heavy=threading.BoundedSemaphore(max(1, config.TRAINING_SET_CONCURRENCY)))
+                        heavy=threading.BoundedSemaphore(max(1, config.TRAINING_SET_CONCURRENCY)),
+                        as_of_indexes=AsOfIndexes(warehouse, client, enabled=config.AS_OF_INDEX))
     app.extensions["feature_store"] = services
 
     from feature_store import cli

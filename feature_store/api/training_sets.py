@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from collections.abc import Iterator
 
 import orjson
 from flask import Response, current_app, request, stream_with_context
 
-from feature_store.api import bp
+from feature_store.api import bp, spine_csv
 from feature_store.api.bodies import body_deadline, parse_json
 from feature_store.api.errors import ApiError
 from feature_store.api.tables import WRITERS, writer_for
@@ -60,7 +61,26 @@ def _entity_column(names: list[str], entity_type: str, where: str) -> str:
     raise BadRequest(f"{where}: the spine needs an entity_id (or {entity_type}) column")
 
 
-def _spine_from_csv(body: io.BufferedReader, spine_args) -> Spine:
+def _csv_spine(body: io.BufferedReader, spine_args) -> Spine:
+    """A CSV spine: the body spooled to a temporary file first, then read by the fast path
+    (api/spine_csv.py) when it can read it exactly, else (or when it gives up) by the plain one."""
+    with tempfile.TemporaryFile(prefix="feature-store-spine-body-") as spooled:
+        safe = True
+        while block := body.read(_READ):
+            safe = safe and not spine_csv.unsafe(block)
+            spooled.write(block)
+        if safe:
+            spooled.seek(0)
+            try:
+                return spine_csv.read(spooled, lambda header, where: _start(header, spine_args, where))
+            except spine_csv.GiveUp:
+                pass
+        spooled.seek(0)
+        return _spine_from_csv(spooled, spine_args)
+
+
+def _spine_from_csv(body: io.BufferedIOBase, spine_args) -> Spine:
+    """A CSV spine read row by row (the plain path: every form the csv module reads)."""
     text = io.TextIOWrapper(body, encoding="utf-8", errors="strict", newline="")
     reader = csv.reader(text)
     spine = None
@@ -89,6 +109,8 @@ def _spine_from_csv(body: io.BufferedReader, spine_args) -> Spine:
         if isinstance(exc, csv.Error):
             raise BadRequest(f"the spine is not valid CSV ({exc})") from None
         raise
+    finally:
+        text.detach()  # the caller's file stays the caller's to close
     return spine
 
 
@@ -164,7 +186,7 @@ def _read_spine(config) -> tuple[Spine, list]:
         body = io.BufferedReader(_Body(raw, limit), buffer_size=_READ)
         with body_deadline(request.environ, config.REQUEST_BODY_TIMEOUT):
             try:
-                spine = _spine_from_csv(body, args) if mimetype in _CSV else _objects_spine(_ndjson_rows(body), args)
+                spine = _csv_spine(body, args) if mimetype in _CSV else _objects_spine(_ndjson_rows(body), args)
             except TimeoutError:
                 raise ApiError(408, "the request body did not arrive in time") from None
         return spine, features
@@ -213,7 +235,8 @@ def training_set():
     try:
         spine, features = _read_spine(services.config)
         try:
-            chunks = training_sets.compute(spine, features, services.warehouse)
+            indexed = services.as_of_indexes.current(features) if services.as_of_indexes else {}
+            chunks = training_sets.compute(spine, features, services.warehouse, indexed)
             first = next(chunks, [])  # a warehouse that fails at once is a 503, not a cut-off table
         except BaseException:
             spine.close()
@@ -229,6 +252,9 @@ def training_set():
         finally:
             spine.close()
             services.heavy.release()
+        if services.as_of_indexes is not None and len(indexed) < len(features):
+            services.as_of_indexes.build_missing(features, spine.rows)
 
+    from_index = ",".join(f.feature_type for f in features if f.feature_type in indexed)
     return Response(stream_with_context(generate()), mimetype=mimetype,
-                    headers={"X-Total-Rows": str(spine.rows)})
+                    headers={"X-Total-Rows": str(spine.rows), "X-As-Of-Indexed": from_index})

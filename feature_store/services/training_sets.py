@@ -12,15 +12,18 @@ import concurrent.futures
 import marshal
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from feature_store import metrics
 from feature_store.errors import BadRequest as SpineError
 from feature_store.errors import TooLarge as SpineTooLarge
 from feature_store.registry import Entity, Feature, Registry
+from feature_store.services.as_of_index import AsOfIndex
 
 SPINE_COLUMNS = ("entity_id", "as_of")
 
@@ -134,6 +137,31 @@ class Spine:
         if len(ids) >= self.chunk_rows:
             self._flush()
 
+    def add_columns(self, entity_ids: list[str], numbers: list[int | None], instants: list[str],
+                    extras: list[tuple]) -> bool:
+        """Rows already validated as add() validates them (api/spine_csv.py): entity id texts,
+        their warehouse ids, as_of ISO texts (naive UTC, as datetime.isoformat() writes them),
+        passed-through value tuples. False, and nothing added, when they would pass max_rows (the
+        caller leaves the spine to add(), whose error it is)."""
+        if self.rows + len(entity_ids) > self.max_rows:
+            return False
+        if entity_ids:
+            for name in self.extra_columns:
+                self.extra_types[name].add(str)
+        at = 0
+        while at < len(entity_ids):
+            ids, known, moments, passed = self._chunk
+            take = min(self.chunk_rows - len(ids), len(entity_ids) - at)
+            ids.extend(entity_ids[at:at + take])
+            known.extend(numbers[at:at + take])
+            moments.extend(instants[at:at + take])
+            passed.extend(extras[at:at + take])
+            at += take
+            self.rows += take
+            if len(ids) >= self.chunk_rows:
+                self._flush()
+        return True
+
     def _flush(self) -> None:
         # Each chunk as one length-prefixed marshal of its columns: marshal.load() from a file
         # reads object by object (a 50,000-row chunk in 130 ms), and the columns are what the
@@ -174,31 +202,49 @@ class TrainingChunk(NamedTuple):
         return zip(self.entity_ids, self.as_of, self.extra, self.existed, zip(*self.values, strict=True), strict=True)
 
 
-def compute(spine: Spine, features: Sequence[Feature], warehouse) -> Iterator[TrainingChunk]:
+def compute(spine: Spine, features: Sequence[Feature], warehouse,
+            indexed: Mapping[str, AsOfIndex] | None = None) -> Iterator[TrainingChunk]:
     """The training set's rows, a chunk at a time, in spine order.
 
-    The features' statements of a chunk run side by side (each in a backend of its own), and the
+    A feature with a valid as-of index in `indexed` (services/as_of_index.py) is looked up there;
+    the others' statements of a chunk run side by side (each in a backend of its own), and the
     next chunk's are under way while the caller writes this one out: the warehouse's work and
     this process's overlap. At most two chunks are held at once.
 
     Raises:
         WarehouseUnavailable, WarehouseDataError: the warehouse failed (possibly part-way).
     """
+    indexed = indexed or {}
+    computed = [f for f in features if f.feature_type not in indexed]
     chunks = spine.chunks()
     pool = _pool()
-    pending = _submit(pool, next(chunks, None), features, warehouse)
+    pending = _submit(pool, next(chunks, None), computed, warehouse)
     try:
         while pending is not None:
             chunk, futures = pending
-            columns = [future.result() for future in futures]
-            pending = _submit(pool, next(chunks, None), features, warehouse)
-            for values in columns:
-                metrics.count_values("as_of", len(values))
-            entity_ids, _, as_of, extra = chunk
+            results = iter([future.result() for future in futures])
+            pending = _submit(pool, next(chunks, None), computed, warehouse)
+            entity_ids, numbers, as_of, extra = chunk
             positions = range(len(entity_ids))
-            existed = set().union(*columns) if columns else set()
-            yield TrainingChunk(entity_ids, as_of, extra, [pos in existed for pos in positions],
-                                [list(map(values.get, positions)) for values in columns])
+            existed = np.zeros(len(entity_ids), dtype=bool)
+            keys = None
+            columns = []
+            for feature in features:
+                index = indexed.get(feature.feature_type)
+                if index is None:
+                    values = next(results)
+                    metrics.count_values("as_of", len(values))
+                    columns.append(list(map(values.get, positions)))
+                    existed[list(values)] = True
+                    continue
+                if keys is None:
+                    has_id = np.fromiter((n is not None for n in numbers), dtype=bool, count=len(numbers))
+                    keys = (np.fromiter((n or 0 for n in numbers), dtype=np.int64, count=len(numbers)), has_id,
+                            np.array(as_of, dtype="datetime64[us]").astype(np.int64))
+                values, hit = index.lookup(*keys)
+                columns.append(values)
+                existed |= hit
+            yield TrainingChunk(entity_ids, as_of, extra, existed.tolist(), columns)
     finally:
         if pending is not None:  # the caller stopped (a client gone, a failure): no more work
             for future in pending[1]:
@@ -225,6 +271,8 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 def _submit(pool, chunk, features, warehouse):
     if chunk is None:
         return None
+    if not features:
+        return chunk, []
     _, numbers, as_of, _ = chunk
     items = [(pos, number, _fromisoformat(moment))
              for pos, (number, moment) in enumerate(zip(numbers, as_of, strict=True)) if number is not None]

@@ -6,6 +6,7 @@ import concurrent.futures
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -21,7 +22,7 @@ from sqlalchemy.pool import NullPool
 from feature_store.errors import WarehouseDataError, WarehouseUnavailable
 from feature_store.registry import Feature
 from feature_store.warehouse.models import SQLITE_INSTANT_FUNCTION, sqlite_instant_text
-from feature_store.warehouse.statements import Current, as_of_query, spine_params
+from feature_store.warehouse.statements import Current, as_of_query, event_times_query, spine_params
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class Warehouse:
         # Request-path queries run here so a stuck warehouse costs a request its deadline only.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="warehouse")
         self._as_of_queries: dict = {}
+        self._marker_conn: sqlite3.Connection | None = None  # change_marker()'s, on SQLite
+        self._marker_lock = threading.Lock()
 
     @property
     def request_engine(self) -> Engine:
@@ -271,6 +274,53 @@ class Warehouse:
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
 
+    def event_times(self, feature: Feature) -> list[tuple[int, datetime]] | None:
+        """Every (entity id, naive UTC instant) at which `feature`'s value of an entity can change
+        (statements.event_times_query), or None when they are not derived for its statement.
+
+        Raises:
+            WarehouseUnavailable, WarehouseDataError.
+        """
+        statement = event_times_query(feature)
+        if statement is None:
+            return None
+        try:
+            with self.batch_engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=50_000).execute(statement)
+                return [(entity_id, at) for entity_id, at in result if at is not None]
+        except SQLAlchemyError as exc:
+            raise _query_failed(f"the event times of {feature.feature_type}", exc) from exc
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise _unreadable(feature, exc) from exc
+
+    def change_marker(self) -> bytes | None:
+        """A reading that differs whenever a change was committed to the warehouse since the last
+        one (what was read from it between two equal readings still holds), or None where there
+        is none (an in-memory SQLite database; a warehouse that does not answer).
+
+        PostgreSQL: the cluster's WAL insert position (a standby: replayed), which every commit
+        passes before it is visible (anything else written to the WAL moves it too: a needless
+        rebuild, never a missed change; UNLOGGED tables write none). SQLite: PRAGMA data_version
+        of a connection of its own, which changes with every commit by any other connection.
+        """
+        if self.dialect == "postgresql":
+            try:
+                return self.read(lambda conn: b"%s:%s" % tuple(
+                    str(v).encode() for v in conn.exec_driver_sql(_CHANGE_MARKER).one()))
+            except WarehouseUnavailable:
+                return None
+        database = make_url(self.url).database
+        if self.dialect != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        with self._marker_lock:
+            try:
+                if self._marker_conn is None:
+                    self._marker_conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, check_same_thread=False)
+                version = self._marker_conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                return None
+        return b"sqlite:%d" % version
+
     def select_ids(self, statements: Sequence[tuple[object, dict]]) -> list[set[int]]:
         """The ids each (statement, parameters) selects (its first column), on the batch engine:
         the streaming process's lookups of the entities a changed row reaches (lineage routes).
@@ -338,6 +388,10 @@ class Warehouse:
             raise WarehouseUnavailable("the warehouse did not answer in time") from None
 
     def dispose(self) -> None:
+        with self._marker_lock:
+            if self._marker_conn is not None:
+                self._marker_conn.close()
+                self._marker_conn = None
         for engine in (self._request_engine, self._batch_engine):
             if engine is not None:
                 engine.dispose()
@@ -374,6 +428,12 @@ _AS_OF_PLAN = ("SELECT set_config('random_page_cost', '1.1', true), "
 # exact). The system identifier tells one cluster's positions from another's.
 _POSITION = ("SELECT (SELECT system_identifier FROM pg_control_system())::text, (CASE WHEN pg_is_in_recovery() "
              "THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text")
+
+
+# change_marker(): a commit's record is inserted into the WAL before the commit is visible (the
+# flush position can lag a visible commit when synchronous_commit is off).
+_CHANGE_MARKER = ("SELECT (SELECT system_identifier FROM pg_control_system())::text, (CASE WHEN pg_is_in_recovery() "
+                  "THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text")
 
 
 def position(conn: Connection) -> bytes | None:

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import BigInteger, Integer, and_, bindparam, case, cast, column, func, literal_column, select
+from sqlalchemy import BigInteger, Integer, and_, bindparam, case, cast, column, func, literal_column, select, union
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.sql.visitors import replacement_traverse
+from sqlalchemy.sql.selectable import AliasedReturnsRows, TableClause
+from sqlalchemy.sql.visitors import iterate, replacement_traverse
 from sqlalchemy.types import String
 
 from feature_store.warehouse.models import Timestamp, comparable
@@ -187,3 +188,32 @@ def as_of_statement(feature, dialect: str, rows: Sequence[tuple[int, int, dateti
         existed at its instant.
     """
     return as_of_query(feature, dialect), spine_params(dialect, rows)
+
+
+def event_times_query(feature):
+    """The statement of every (entity id, instant) at which `feature`'s value of an entity can
+    change, or None when its statement is beyond what this derives them for (an alias, a
+    subquery: then nothing is indexed, and its as-of values come from its statement alone).
+
+    As of an instant, the statement reads the rows that exist by then and the event columns whose
+    time has come (AsOf), and nothing else depends on the instant: so a value changes only at an
+    existence or event instant of a row the statement joins. These are read from the very
+    statement batch extraction runs (`Current()`), its joins and their conditions kept (a payment
+    that is not `failed` is no instant of the failed count), one SELECT per such column of every
+    table in it, together as one UNION. Rows of (id, instant), instants non-NULL.
+    """
+    statement = feature.query(Current())
+    key = statement.selected_columns[0]
+    tables: list[TableClause] = []
+    for clause in statement.get_final_froms():
+        for element in iterate(clause):
+            if isinstance(element, AliasedReturnsRows):
+                return None
+            if isinstance(element, TableClause) and element not in tables:
+                tables.append(element)
+    instants = [col for table in tables for col in table.columns
+                if col.info.get("event_time") in (EXISTS_FROM, EVENT)]
+    if not instants:
+        return None
+    return union(*(statement.with_only_columns(key.label("id"), instant.label("at")).group_by(None).order_by(None)
+                   .where(instant.isnot(None)) for instant in instants))
