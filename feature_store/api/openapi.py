@@ -358,7 +358,11 @@ class _Document:
                 "200": {"description": "the table: one row per spine row, in spine order",
                         "headers": {"X-Request-ID": _ref("RequestId", "headers"),
                                     "X-Total-Rows": {"description": "the table's row count", "required": True,
-                                                     "schema": {"type": "integer", "minimum": 1}}},
+                                                     "schema": {"type": "integer", "minimum": 1}},
+                                    "X-As-Of-Indexed": {"description": "the features whose values were read from "
+                                                        "their as-of index (comma-separated; empty: every one "
+                                                        "ran its statements)", "required": True,
+                                                        "schema": {"type": "string"}}},
                         "content": {
                             JSON: {"schema": _ref("TrainingSetTable")},
                             "application/x-ndjson": {"schema": {**text, "description": "one JSON object per row "
