@@ -894,26 +894,32 @@ def bench_training_sets(args, report) -> None:
         urls = bench_warehouses(deployment)
         low, high = data_range(urls["postgresql"])
         spines = {size: spine_csv(size, low, high, seed=size) for size in [*sizes, 1_000_000]}
-        for dialect in ("postgresql", "sqlite"):
+        for dialect, mode in [(d, m) for d in ("postgresql", "sqlite") for m in ("statements", "index")]:
+            # statements: AS_OF_INDEX=0, every chunk runs its features' as-of statements; index: the
+            # default, measured once the as-of indexes are built (and checked to be used).
             deployment.warehouse_url = urls[dialect]
-            base = deployment.start_web()
+            base = deployment.start_web(**({"AS_OF_INDEX": "0"} if mode == "statements" else {}))
             post_training_set(base, spines[1_000], "parquet")  # warm-up (pyarrow's import)
             post_training_set(base, spines[1_000], "csv")
             figures = {}
+            if mode == "index":
+                figures["index"] = await_indexes(base, deployment.redis_url, spines[10_000])
+                print(dialect, "indexes", json.dumps(figures["index"]), flush=True)
             for size in sizes:
                 for fmt in ("parquet", "csv"):
                     runs = [post_training_set(base, spines[size], fmt) for _ in range(3 if size <= 10_000 else 2)]
                     seconds, body, headers = min(runs, key=lambda r: r[0])
+                    indexed = {h.get("X-As-Of-Indexed") for _, _, h in runs}
                     rows = table_rows(body, fmt)
                     check_table(rows, spines[size], fmt)
                     checked = spot_check(base, rows, fmt)
                     figures[f"{fmt}@{size}"] = {
                         "seconds": round(seconds, 3), "rows_per_s": round(size / seconds),
                         "rows_back": len(rows), "existed": sum(r["entity_existed"] in (True, "true") for r in rows),
-                        "spot_checked": checked, "response_bytes": len(body)}
-                    print(dialect, fmt, size, json.dumps(figures[f"{fmt}@{size}"]), flush=True)
+                        "spot_checked": checked, "response_bytes": len(body), "as_of_indexed": sorted(indexed)}
+                    print(dialect, mode, fmt, size, json.dumps(figures[f"{fmt}@{size}"]), flush=True)
             deployment.stop_web()
-            results[dialect] = figures
+            results[dialect if mode == "index" else f"{dialect}_statements"] = figures
         # Peak RSS of the worker serving one training set, each size on a fresh web process.
         deployment.warehouse_url = urls["postgresql"]
         memory = {}
@@ -945,16 +951,38 @@ def bench_training_sets(args, report) -> None:
         feast = feast_compare(workdir, sizes)
         results["feast_wall_s"] = round(time.perf_counter() - started, 1)
         if "feast_version" in feast:
-            ours = results["postgresql"]
             for size in sizes:
                 theirs = feast[str(size)]
                 fastest = max(theirs["rows_per_s_retrieve"], theirs["rows_per_s_total"])
-                theirs["vs_feast"] = {fmt: round(ours[f"{fmt}@{size}"]["rows_per_s"] / fastest, 2)
-                                      for fmt in ("parquet", "csv")}
+                for key, label in (("postgresql", "vs_feast"), ("postgresql_statements", "vs_feast_statements")):
+                    theirs[label] = {fmt: round(results[key][f"{fmt}@{size}"]["rows_per_s"] / fastest, 2)
+                                     for fmt in ("parquet", "csv")}
                 theirs["values_agree"] = feast_agreement(urls["postgresql"], spines[size], theirs["sample"])
                 del theirs["sample"]
         results["feast"] = feast
     report["training_sets"] = results
+
+
+def await_indexes(base: str, redis_url: str, spine: bytes, timeout: float = 300) -> dict:
+    """Training sets until both features' values come from their as-of indexes (the first ones
+    start the builds); then what the indexes are: their build seconds and bytes in Redis."""
+    client = redis.Redis.from_url(redis_url)
+    started = time.perf_counter()
+    want = ",".join(USER_FEATURES[::-1])  # underwriting_v1's order
+    while time.perf_counter() - started < timeout:
+        _, _, headers = post_training_set(base, spine, "parquet")
+        if headers.get("X-As-Of-Indexed") == want:
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("the as-of indexes were not built in time")
+    out = {"ready_after_s": round(time.perf_counter() - started, 1)}
+    for feature_type in USER_FEATURES:
+        key = f"feature-store:as-of-index:{feature_type}"
+        out[feature_type] = {"build_seconds": float(client.hget(key, "seconds")),
+                             "redis_mb": round(client.memory_usage(key) / 2**20, 1)}
+    client.close()
+    return out
 
 
 def feast_agreement(url: str, spine: bytes, sample: list[dict]) -> str:

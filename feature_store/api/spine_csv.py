@@ -37,7 +37,6 @@ def read(body: BinaryIO, make_spine):
     Args:
         make_spine: `make_spine(header_names, where) -> Spine` (the plain path's `_start`).
     """
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyarrow import csv as pa_csv
@@ -82,13 +81,9 @@ def read(body: BinaryIO, make_spine):
             low, high = pc.min_max(moments).values()
             if low.value < _MIN_US or high.value > _MAX_US:
                 raise GiveUp
-            micros = moments.cast(pa.int64()).to_numpy(zero_copy_only=False)
-            # As datetime.isoformat() writes them: .ffffff only when there is a fraction.
-            iso = np.datetime_as_string(micros.astype("datetime64[us]"), unit="us").tolist()
-            for i in np.flatnonzero(micros % 1_000_000 == 0).tolist():
-                iso[i] = iso[i][:19]
             extras = [batch.column(i).to_pylist() for i in extra_at]
-            if not spine.add_columns(ids.to_pylist(), numbers.to_pylist(), iso,
+            if not spine.add_columns(ids.to_pylist(), numbers.fill_null(0).to_numpy(), numbers.is_valid().to_numpy(
+                    zero_copy_only=False), moments.cast(pa.int64()).to_numpy(),
                                      list(zip(*extras, strict=True)) if extras else [()] * batch.num_rows):
                 raise GiveUp
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError, ValueError):

@@ -53,7 +53,9 @@ def read(reader, body: bytes, max_rows: int = 10**6, chunk_rows: int = 7):
     except (BadRequest, TooLarge) as exc:
         return type(exc).__name__, str(exc)
     try:
-        return list(spine.chunks()), spine.rows, spine.extra_types, spine.extra_columns
+        chunks = [(c.entity_ids, c.numbers.tolist(), c.known.tolist(), c.as_of_us.tolist(), c.extra)
+                  for c in spine.chunks()]
+        return chunks, spine.rows, spine.extra_types, spine.extra_columns
     finally:
         spine.close()
 
@@ -109,6 +111,13 @@ def test_what_the_fast_path_leaves_is_the_plain_paths_answer(body):
         return
     with pytest.raises(spine_csv.GiveUp):
         read(fast, body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(moments, max_size=30))
+def test_instants_are_written_as_isoformat_writes_them(values):
+    micros = [(m - datetime(1970, 1, 1)) // timedelta(microseconds=1) for m in values]
+    assert training_sets.iso_texts(micros) == [m.isoformat() for m in values]
 
 
 fields = st.text(alphabet=st.sampled_from(list("ab ,\"\r\n;'\\é0") + ["\x00"]), max_size=5)
