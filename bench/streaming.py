@@ -161,7 +161,7 @@ class Changes:
             while time.perf_counter() - began < seconds:
                 due = began + rows / self.rate  # paced: never ahead of the rate
                 if due > time.perf_counter():
-                    time.sleep(due - time.perf_counter())
+                    time.sleep(max(0.0, due - time.perf_counter()))  # (the moment may have passed since)
                 self.sequence += 1
                 ids = [next(self.payments) for _ in range(10)]
                 marker = f"c{self.sequence}"
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = backlog.run(args.stop_seconds)
         with create_engine(url).connect() as conn:
             target = conn.execute(text("SELECT pg_current_wal_lsn()::text")).scalar()
+        logged = log.stat().st_size  # the catch-up's batches are logged after this (the latency run's before)
         began = time.perf_counter()
         process = stream_process(redis_url, url, log)
         check = create_engine(url)
@@ -284,11 +285,18 @@ def main(argv: list[str] | None = None) -> None:
         wait_until(caught_up, 3600, "the catch-up")
         seconds = time.perf_counter() - began
         check.dispose()
-        phases = {"read": 0.0, "apply": 0.0, "confirm": 0.0, "batches": 0}
-        for line in log.read_text().splitlines()[-2000:]:
+        # The streaming process's peak memory (its batches' rows and changes), read before it stops.
+        peak = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{process.pid}/status").read_text())
+        report["catch_up_peak_rss_mb"] = round(int(peak.group(1)) / 1024) if peak else None
+        phases = {"read": 0.0, "decoding": 0.0, "apply": 0.0, "confirm": 0.0, "batches": 0, "changes": 0}
+        with open(log, "rb") as lines:
+            lines.seek(logged)
+            catch_up_log = lines.read().decode()
+        for line in catch_up_log.splitlines():
             if "applied" in line and "(read " in line:
-                numbers = re.findall(r"(read|apply|confirm) ([0-9.]+)s", line)
+                numbers = re.findall(r"(read|decoding|apply|confirm) ([0-9.]+)s", line)
                 phases["batches"] += 1
+                phases["changes"] += int(re.search(r"\((\d+) changes\)", line).group(1))
                 for name, value in numbers:
                     phases[name] += float(value)
         report["catch_up_phases_s"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in phases.items()}

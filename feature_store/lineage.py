@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import BigInteger, any_, bindparam, select
 from sqlalchemy import column as column_clause
 from sqlalchemy import table as table_clause
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, BooleanClauseList, ColumnClause, Label
 from sqlalchemy.sql.selectable import AliasedReturnsRows, CompoundSelect, Join, Select, SelectBase, TableClause
@@ -72,10 +73,14 @@ class Route:
     def direct(self) -> bool:  # the row's own column is the entity id
         return not self.lookups
 
-    def statement(self):
+    def statement(self, *, as_array: bool = False):
         """SELECT DISTINCT entity ids reached from the row values bound to the expanding parameter
         `values` (`connection.execute(route.statement(), {"values": [...]})`): one set-based
-        statement for a whole batch of changed rows. ValueError for a direct route."""
+        statement for a whole batch of changed rows. ValueError for a direct route.
+
+        as_array: `values` bound as one BIGINT array (`= ANY(:values)`), PostgreSQL only: a
+        batch's thousands of values expanded into an IN list cost more to compile and send than
+        the lookup itself (BENCHMARKS.md, section 14); integer values only."""
         if self.direct:
             raise ValueError(f"{self.table}.{self.column} is the entity id itself: there is nothing to look up")
         hops = [table_clause(lookup.table, column_clause(lookup.match), column_clause(lookup.take))
@@ -83,8 +88,10 @@ class Route:
         source = hops[0]
         for i in range(1, len(hops)):
             source = source.join(hops[i], hops[i].c[self.lookups[i].match] == hops[i - 1].c[self.lookups[i - 1].take])
-        return (select(hops[-1].c[self.lookups[-1].take]).distinct().select_from(source)
-                .where(hops[0].c[self.lookups[0].match].in_(bindparam("values", expanding=True))))
+        match = hops[0].c[self.lookups[0].match]
+        restrict = (match == any_(bindparam("values", type_=ARRAY(BigInteger))) if as_array
+                    else match.in_(bindparam("values", expanding=True)))
+        return select(hops[-1].c[self.lookups[-1].take]).distinct().select_from(source).where(restrict)
 
 
 @dataclass(frozen=True)

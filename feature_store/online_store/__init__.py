@@ -266,6 +266,22 @@ class OnlineStore:
             raise _store_error(exc) from exc
 
     @contextmanager
+    def change_writer(self, computed_at: int, *, on_demand: bool = True) -> Iterator[tuple[Callable, dict]]:
+        """apply_changes a feature at a time: `with store.change_writer(t) as (write, counts)`,
+        `write(feature_type, values, gone ids, position)` per feature, sent at once so Redis runs
+        them while the next feature is computed; every reply is read as the block ends, and
+        `counts` then holds {"written", "removed"} (ordering.change_writer).
+
+        Raises:
+            StoreUnavailable: Redis is unreachable or did not answer in time.
+        """
+        try:
+            with ordering.change_writer(self, computed_at, on_demand=on_demand) as writer:
+                yield writer
+        except redis.RedisError as exc:
+            raise _store_error(exc) from exc
+
+    @contextmanager
     def batch_writer(self, computed_at: int) -> Iterator[Callable[[str, list[tuple[object, bytes]]], None]]:
         """A writer for an extraction run's values: `write(feature_type, chunk, position=None)`
         stores each (entity id, value JSON) of the chunk with `computed_at`, as write() does (with

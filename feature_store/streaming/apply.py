@@ -16,8 +16,9 @@ from a second, hand-written copy of each feature's logic:
   features are refreshed by an extraction run instead.
 
 The affected entities are then recomputed set-based, through the same compute path on-demand
-values take (one statement per feature for all of them), and written in one pipeline: the new
-values, and the removal of the values of entities that no longer exist.
+values take (one statement per feature for all of them), and written on one Redis connection (a
+feature's writes sent as soon as it is computed, every reply read at the end): the new values, and
+the removal of the values of entities that no longer exist.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+
+from sqlalchemy.engine import make_url
 
 from feature_store.lineage import Route, lineage
 from feature_store.online_store import OnlineStore, now_seconds
@@ -77,13 +80,15 @@ class Applier:
         self.features_by_table: dict[str, list[Feature]] = {}
         # Per table, what each feature reading it needs of a changed row: the columns it reads and
         # the row's route to its entities (derived once: a batch looks them up per change).
-        self._readers: dict[str, list[tuple[str, tuple[str, ...], Route | None]]] = {}
+        self._readers: dict[str, list[tuple[str, frozenset[str], Route | None]]] = {}
         for feature in registry:
             derived = lineage(feature)
             for table in derived.tables:
                 self.features_by_table.setdefault(table, []).append(feature)
                 self._readers.setdefault(table, []).append(
-                    (feature.feature_type, tuple(derived.columns[table]), derived.route(table)))
+                    (feature.feature_type, frozenset(derived.columns[table]), derived.route(table)))
+        self._arrays = make_url(warehouse.url).get_backend_name() == "postgresql"
+        self._statements: dict[tuple[Route, bool], object] = {}
 
     @property
     def tables(self) -> list[str]:
@@ -97,41 +102,69 @@ class Applier:
             WarehouseUnavailable: a lookup through other tables failed.
         """
         found = Affected()
+        entities = found.entities
         lookups: dict[Route, set] = {}
         lookup_features: dict[Route, list[str]] = {}
+        readers = self._readers
         for transaction in transactions:
             for change in transaction.changes:
                 if change.kind == TRUNCATE:
                     for table in change.tables:
                         found.refresh.update(f.feature_type for f in self.features_by_table.get(table, ()))
                     continue
+                table_readers = readers.get(change.table)
+                if not table_readers:
+                    continue
                 old, new = change.old, change.new
-                for feature_type, read, route in self._readers.get(change.table, ()):
-                    if old is not None and new is not None and all(old.get(c) == new.get(c) for c in read):
+                changed = None
+                if old is not None and new is not None:
+                    # The columns whose value differs (a column absent from a row is NULL): the
+                    # pairs of one row only, then compared as the rows' values.
+                    changed = {c for c, _ in old.items() ^ new.items() if old.get(c) != new.get(c)}
+                    if not changed:
+                        continue
+                for feature_type, read, route in table_readers:
+                    if changed is not None and changed.isdisjoint(read):
                         continue  # nothing this feature reads changed
                     if route is None:
                         found.refresh.add(feature_type)
                         continue
-                    values = {row.get(route.column) for row in (old, new) if row is not None}
-                    values.discard(None)
-                    values.discard(TOAST_UNCHANGED)
+                    column = route.column
+                    values = [value for value in (None if old is None else old.get(column),
+                                                  None if new is None else new.get(column))
+                              if value is not None and value is not TOAST_UNCHANGED]
                     if route.direct:
-                        found.entities.setdefault(feature_type, set()).update(values)
+                        target = entities.get(feature_type)
+                        if target is None:
+                            target = entities[feature_type] = set()
+                        target.update(values)
                     elif values:
-                        lookups.setdefault(route, set()).update(values)
-                        lookup_features.setdefault(route, [])
+                        target = lookups.get(route)
+                        if target is None:
+                            target = lookups[route] = set()
+                            lookup_features[route] = []
+                        target.update(values)
                         if feature_type not in lookup_features[route]:
                             lookup_features[route].append(feature_type)
         if lookups:
             routes = list(lookups)
-            reached = self.warehouse.select_ids([(route.statement(), {"values": sorted(lookups[route])})
-                                                 for route in routes])
+            reached = self.warehouse.select_ids([self._lookup(route, lookups[route]) for route in routes])
             for route, ids in zip(routes, reached, strict=True):
                 for feature_type in lookup_features[route]:
                     found.entities.setdefault(feature_type, set()).update(ids)
         for feature_type in found.refresh:
             found.entities.pop(feature_type, None)
         return found
+
+    def _lookup(self, route: Route, values: set) -> tuple[object, dict]:
+        """The (statement, parameters) of one route's lookup for a batch's `values`: on
+        PostgreSQL the values bound as one array, the statement built once per route."""
+        values = sorted(values)
+        as_array = self._arrays and all(type(value) is int for value in values)
+        statement = self._statements.get((route, as_array))
+        if statement is None:
+            statement = self._statements[(route, as_array)] = route.statement(as_array=as_array)
+        return statement, {"values": values}
 
     def apply(self, transactions: Sequence[Transaction]) -> Applied:
         """Recompute and store every value the changes of `transactions` affect.
@@ -140,7 +173,8 @@ class Applier:
         the same values, since they are recomputed from the warehouse, never incremented.
 
         Each value (and each removal: a tombstone) lands only where the stored value is not of a
-        later warehouse read (online_store/ordering.py), in one pipeline for the whole batch.
+        later warehouse read (online_store/ordering.py); Redis runs one feature's writes while the
+        next feature is computed (OnlineStore.change_writer).
 
         Raises:
             WarehouseUnavailable: the warehouse failed (nothing was written).
@@ -150,14 +184,16 @@ class Applier:
         if self.wait_visible is not None:
             self.wait_visible(t.xid for t in transactions)
         computed_at = now_seconds()
-        work = []
-        for feature_type, ids in found.entities.items():
-            if ids:
-                # Read after the batch's changes were decoded, so its position is later than
-                # theirs: a run that read before them cannot overwrite these (ordering.py).
-                values, read_at = self.warehouse.compute_at(self.registry.get(feature_type), ids, batch=True)
-                work.append((feature_type, list(values.items()), [i for i in ids if i not in values], read_at))
-        written, removed = self.store.apply_changes(work, computed_at)
+        # Each feature's writes go to Redis as soon as it is computed, and Redis runs them while
+        # the next one is (the replies are read at the end): BENCHMARKS.md, section 14.
+        with self.store.change_writer(computed_at) as (write, counts):
+            for feature_type, ids in found.entities.items():
+                if ids:
+                    # Read after the batch's changes were decoded, so its position is later than
+                    # theirs: a run that read before them cannot overwrite these (ordering.py).
+                    values, read_at = self.warehouse.compute_at(self.registry.get(feature_type), ids, batch=True)
+                    write(feature_type, list(values.items()), [i for i in ids if i not in values], read_at)
+        written, removed = counts["written"], counts["removed"]
         if found.refresh and self.start_refresh is not None:
             self.start_refresh(sorted(found.refresh))
         return Applied(written, removed, tuple(sorted(found.refresh)))

@@ -80,26 +80,37 @@ def _name(text: str) -> str:
 
 def _table_name(qualified: str) -> str:
     """`public.users` (or `"My Schema"."T"`) -> the table's own name, unquoted."""
-    parts = re.findall(r'"(?:[^"]|"")*"|[^.]+', qualified.strip())
-    return _name(parts[-1]) if parts else qualified
+    name = _TABLE_NAMES.get(qualified)
+    if name is None:
+        parts = re.findall(r'"(?:[^"]|"")*"|[^.]+', qualified.strip())
+        name = _name(parts[-1]) if parts else qualified
+        if len(_TABLE_NAMES) < 1000:  # a few tables, named in every change: parsed once
+            _TABLE_NAMES[qualified] = name
+    return name
+
+
+_TABLE_NAMES: dict[str, str] = {}
 
 
 # One column in its common shape (an unquoted name, a type without brackets): the whole tuple is
 # parsed by one regular expression, 3x faster than the general loop below (BENCHMARKS.md), which
-# takes over for anything else (quoted names, array types).
-_FAST_COLUMN = re.compile(r""" ([^ \["]+)\[([^\]\[]+)\]:('(?:[^']|'')*'|[^ ]+)""")
+# takes over for anything else (quoted names, array types). Any character the common shape does not
+# cover is matched alone by the last alternative (its name is empty), which sends the tuple to the
+# general loop: a check at C speed that the matches cover all of the text.
+_FAST_COLUMN = re.compile(r""" ([^ \["]+)\[([^\]\[]+)\]:('(?:[^']|'')*'|[^ ]+)|[\s\S]""")
 
 
 def parse_tuple(text: str) -> dict:
     """The columns of one printed tuple (` id[bigint]:1 email[character varying]:'a'`)."""
     found = _FAST_COLUMN.findall(text)
-    # The matches never overlap: when their lengths add up to the text's, they cover all of it.
-    if sum(len(name) + len(type_name) + len(raw) + 4 for name, type_name, raw in found) != len(text):
+    columns = {name: (raw[1:-1].replace("''", "'") if raw[0] == "'" else None if raw == "null"
+                      else TOAST_UNCHANGED if raw == "unchanged-toast-datum"
+                      else int(raw) if type_name in _INTEGER_TYPES else raw)
+               for name, type_name, raw in found if name}
+    # Fewer columns than matches: a character outside the common shape (or a name twice).
+    if len(columns) != len(found):
         return _parse_tuple(text)
-    return {name: (raw[1:-1].replace("''", "'") if raw[0] == "'" else None if raw == "null"
-                   else TOAST_UNCHANGED if raw == "unchanged-toast-datum"
-                   else int(raw) if type_name in _INTEGER_TYPES else raw)
-            for name, type_name, raw in found}
+    return columns
 
 
 def _parse_tuple(text: str) -> dict:
@@ -153,7 +164,7 @@ def parse_change(data: str) -> Change:
         names = tuple(_table_name(t) for t in tables.split(", "))
         return Change(names[0], kind, tables=names)
     table = _table_name(tables)
-    if rest.strip() == "(no-tuple-data)":
+    if rest.endswith("(no-tuple-data)") and rest.strip() == "(no-tuple-data)":
         return Change(table, kind)
     if kind == INSERT:
         return Change(table, kind, new=parse_tuple(rest))
@@ -167,9 +178,10 @@ def parse_change(data: str) -> Change:
         new = {} if new_text.strip() == "(no-tuple-data)" else parse_tuple(new_text)
         old = parse_tuple(old_text)
         # Unchanged out-of-line values are printed in the old row only.
-        for name, value in new.items():
-            if value is TOAST_UNCHANGED and name in old:
-                new[name] = old[name]
+        if TOAST_UNCHANGED in new.values():
+            for name, value in new.items():
+                if value is TOAST_UNCHANGED and name in old:
+                    new[name] = old[name]
         return Change(table, kind, old=old, new=new)
     return Change(table, kind, new=parse_tuple(rest))
 

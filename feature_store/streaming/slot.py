@@ -100,6 +100,7 @@ class Slot:
         self.url = url
         self.name = check_slot_name(name)
         self._engine = engine
+        self.decoding_seconds = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -179,11 +180,13 @@ class Slot:
             commit before it has been read, so confirming it lets the slot free WAL of other
             tables' and databases' traffic too.
         """
+        began = time.perf_counter()
         with self.engine.connect() as conn:
             upto = conn.execute(text("SELECT pg_current_wal_flush_lsn()::text")).scalar_one()
             rows = conn.execute(text(
                 f"SELECT lsn::text, xid::text, data FROM pg_logical_slot_peek_changes(:name, :upto, :n, {_OPTIONS})"),
                 {"name": self.name, "upto": upto, "n": max_changes}).all()
+        self.decoding_seconds = time.perf_counter() - began  # the warehouse's part of the read (the log line's)
         transactions, last = parse_rows(rows)
         cut = len(rows) >= max_changes
         position = last if cut and last is not None else max(parse_lsn(upto), last or 0)

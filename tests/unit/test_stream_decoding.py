@@ -102,3 +102,24 @@ def test_a_decoded_transaction_id_is_placed_in_the_snapshots_epoch():
     assert _as_full(5, (1 << 32) + 10) == (1 << 32) + 5
     assert _as_full(0xFFFFFFF0, (1 << 32) + 10) == 0xFFFFFFF0  # just before the epoch turned
     assert _as_full(10, 0xFFFFFFF0) == (1 << 32) + 10
+
+
+_FRAGMENTS = st.one_of(
+    st.sampled_from([' "Odd Name"[integer]:-5', ' "a""b"[text]:\'x\'', " note[text]:unchanged-toast-datum",
+                     " tags[text[]]:'{a,b}'", " x[bigint]:", " [text]:'a'", " y[text]: z", "'", " ", "z"]),
+    st.text(alphabet=" []:'\"ab1", max_size=6),
+)
+
+
+@given(st.lists(st.one_of(st.tuples(_NAMES, _TYPED), _FRAGMENTS), max_size=8))
+def test_any_text_parses_as_the_general_parser_does(parts):
+    # Columns in the common shape mixed with anything else: the one expression either covers the
+    # whole text or hands it to the general parser, which answers (or refuses) for both.
+    text = "".join(_printed(part[0], *part[1]) if isinstance(part, tuple) else part for part in parts)
+    try:
+        expected = _parse_tuple(text)
+    except (ValueError, IndexError) as exc:
+        with pytest.raises(type(exc)):
+            parse_tuple(text)
+        return
+    assert parse_tuple(text) == expected
