@@ -20,9 +20,10 @@ depend on when they are computed except through commits (a status updated in pla
 inserted with an earlier created_at), which is why any commit, not only a newer instant, retires
 an index.
 
-Indexes are shared through Redis (`INDEX_KEY`: about 40 bytes per (entity, instant) plus the
-encoded values), built by one process at a time (a lock key), and each web process keeps the ones
-it uses in memory.
+On PostgreSQL, indexes are shared through Redis (`INDEX_KEY`: about 40 bytes per (entity,
+instant) plus the encoded values), built by one process at a time (a lock key), and each web
+process keeps the ones it uses in memory. SQLite's marker compares only within a process, so
+there each web process builds and keeps its own.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ class AsOfIndexes:
         valid = {f.feature_type: held[f.feature_type] for f in features
                  if f.feature_type in held and held[f.feature_type].marker == marker}
         wanted = [f for f in features if f.feature_type not in valid]
-        if wanted:
+        if wanted and self.warehouse.shared_change_marker:
             valid.update(self._from_redis(wanted, marker))
         return valid
 
@@ -290,20 +291,21 @@ class AsOfIndexes:
     def _build(self, feature: Feature) -> AsOfIndex | None:
         started = time.monotonic()
         lock = _BUILDING_KEY.format(feature_type=feature.feature_type)
+        shared = self.warehouse.shared_change_marker  # else each process builds and keeps its own
         index = before = after = None
         token = uuid.uuid4().hex
         try:
-            if not self.redis.set(lock, token, nx=True, ex=_BUILD_LEASE):
+            if shared and not self.redis.set(lock, token, nx=True, ex=_BUILD_LEASE):
                 return None  # another process builds it: it appears in Redis when done
             try:
                 before = self.warehouse.change_marker()
                 index = build(self.warehouse, feature, before) if before is not None else None
                 after = self.warehouse.change_marker()
-                if index is not None and after == before:
+                if shared and index is not None and after == before:
                     self.redis.hset(INDEX_KEY.format(feature_type=feature.feature_type),
                                     mapping={"marker": index.marker, "blob": dumps(index), "seconds": index.seconds})
             finally:
-                if self.redis.get(lock) == token.encode():
+                if shared and self.redis.get(lock) == token.encode():
                     self.redis.delete(lock)
         except (WarehouseUnavailable, WarehouseDataError, RedisError) as exc:
             log.warning("as-of index of %s not built: %s", feature.feature_type, exc)

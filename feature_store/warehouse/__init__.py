@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -88,6 +89,7 @@ class Warehouse:
         self._as_of_queries: dict = {}
         self._marker_conn: sqlite3.Connection | None = None  # change_marker()'s, on SQLite
         self._marker_lock = threading.Lock()
+        self._marker_file: os.stat_result | None = None
 
     @property
     def request_engine(self) -> Engine:
@@ -300,8 +302,11 @@ class Warehouse:
 
         PostgreSQL: the cluster's WAL insert position (a standby: replayed), which every commit
         passes before it is visible (anything else written to the WAL moves it too: a needless
-        rebuild, never a missed change; UNLOGGED tables write none). SQLite: PRAGMA data_version
-        of a connection of its own, which changes with every commit by any other connection.
+        rebuild, never a missed change; UNLOGGED tables write none); comparable between
+        processes. SQLite: PRAGMA data_version of a connection of this process's own, which
+        changes with every commit by any other connection, with the file's identity (a file put
+        in its place is another warehouse); it counts from that connection's opening, so it
+        compares only within this process (`shared_change_marker` is false).
         """
         if self.dialect == "postgresql":
             try:
@@ -316,10 +321,20 @@ class Warehouse:
             try:
                 if self._marker_conn is None:
                     self._marker_conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, check_same_thread=False)
+                    self._marker_file = os.stat(database)
                 version = self._marker_conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error:
+                now = os.stat(database)
+            except (sqlite3.Error, OSError):
                 return None
-        return b"sqlite:%d" % version
+        opened = self._marker_file
+        if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+            return None  # replaced: this connection reads the old file (the next Warehouse reads the new one)
+        return b"sqlite:%d:%d:%d:%d" % (os.getpid(), now.st_dev, now.st_ino, version)
+
+    @property
+    def shared_change_marker(self) -> bool:
+        """Whether change_marker() readings of different processes compare (PostgreSQL's do)."""
+        return self.dialect == "postgresql"
 
     def select_ids(self, statements: Sequence[tuple[object, dict]]) -> list[set[int]]:
         """The ids each (statement, parameters) selects (its first column), on the batch engine:

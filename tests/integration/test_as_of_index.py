@@ -130,8 +130,9 @@ def _insert_user(url: str, user_id: int) -> None:
     engine.dispose()
 
 
-def test_any_commit_retires_the_indexes_and_the_next_build_shares_them(history_url):
-    """Built by one process, read from Redis by another without building; any commit to the
+def test_any_commit_retires_the_indexes_and_postgresql_shares_them(history_url):
+    """On PostgreSQL, built by one process and read from Redis by another without building (on
+    SQLite, whose marker counts per connection, each builds its own); any commit to the
     warehouse retires them (both then run statements)."""
     redis = fakeredis.FakeRedis()
     features = [REGISTRY.get("user_failed_transaction_count")]
@@ -140,8 +141,12 @@ def test_any_commit_retires_the_indexes_and_the_next_build_shares_them(history_u
         for _ in range(20):  # PostgreSQL: anything written to the cluster's WAL meanwhile discards a build
             if first.build_now(features) and first.current(features):
                 break
-        assert list(second.current(features)) == ["user_failed_transaction_count"]
-        assert second.describe()["user_failed_transaction_count"]["instants"] > 0
+        if history_url.startswith("postgresql"):
+            assert list(second.current(features)) == ["user_failed_transaction_count"]
+            assert second.describe()["user_failed_transaction_count"]["instants"] > 0
+        else:
+            assert second.current(features) == {} and redis.keys("feature-store:as-of-index:*") == []
+            assert second.build_now(features) and list(second.current(features)) == ["user_failed_transaction_count"]
         _insert_user(history_url, 77)
         assert first.current(features) == {} and second.current(features) == {}
     finally:
@@ -189,3 +194,17 @@ def test_training_sets_use_the_index_once_built_and_not_after_a_commit(tmp_path,
     indexed, after = post()
     assert indexed == ""
     assert after != by_statements and b"\n13,2024-01-01T00:00:00,true,,0\n" in after
+
+
+def test_a_sqlite_file_put_in_the_warehouses_place_retires_its_indexes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    history.load(url)
+    warehouse = Warehouse(url)
+    try:
+        marker = warehouse.change_marker()
+        assert marker is not None and warehouse.change_marker() == marker
+        (tmp_path / "history.db").rename(tmp_path / "old.db")
+        history.load(url)  # a new file at the same path
+        assert warehouse.change_marker() is None
+    finally:
+        warehouse.dispose()
