@@ -903,7 +903,7 @@ def bench_training_sets(args, report) -> None:
             post_training_set(base, spines[1_000], "csv")
             figures = {}
             if mode == "index":
-                figures["index"] = await_indexes(base, deployment.redis_url, spines[10_000])
+                figures["index"] = await_indexes(base, deployment.redis_url, spines[10_000], dialect == "postgresql")
                 print(dialect, "indexes", json.dumps(figures["index"]), flush=True)
             for size in sizes:
                 for fmt in ("parquet", "csv"):
@@ -963,7 +963,7 @@ def bench_training_sets(args, report) -> None:
     report["training_sets"] = results
 
 
-def await_indexes(base: str, redis_url: str, spine: bytes, timeout: float = 300) -> dict:
+def await_indexes(base: str, redis_url: str, spine: bytes, shared: bool, timeout: float = 300) -> dict:
     """Training sets until both features' values come from their as-of indexes (the first ones
     start the builds); then what the indexes are: their build seconds and bytes in Redis."""
     client = redis.Redis.from_url(redis_url)
@@ -977,9 +977,9 @@ def await_indexes(base: str, redis_url: str, spine: bytes, timeout: float = 300)
     if in_a_row < 8:
         raise RuntimeError("the as-of indexes were not built in time")
     out = {"ready_after_s": round(time.perf_counter() - started, 1)}
-    for feature_type in USER_FEATURES:
+    for feature_type in USER_FEATURES if shared else ():  # SQLite's stay in each web process
         key = f"feature-store:as-of-index:{feature_type}"
-        if client.exists(key):  # PostgreSQL's (shared); SQLite's stay in each process
+        if client.exists(key):
             out[feature_type] = {"build_seconds": float(client.hget(key, "seconds")),
                                  "redis_mb": round(client.memory_usage(key) / 2**20, 1)}
     client.close()
