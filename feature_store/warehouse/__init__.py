@@ -276,24 +276,30 @@ class Warehouse:
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise _unreadable(feature, exc) from exc
 
-    def event_times(self, feature: Feature) -> list[tuple[int, datetime]] | None:
+    def event_times(self, feature: Feature) -> Iterator[list[tuple[int, datetime]]] | None:
         """Every (entity id, naive UTC instant) at which `feature`'s value of an entity can change
-        (statements.event_times_query), or None when they are not derived for its statement.
+        (statements.event_times_query), in chunks of rows as the cursor reads them, or None when
+        they are not derived for its statement.
 
-        Raises:
+        Raises (while iterating):
             WarehouseUnavailable, WarehouseDataError.
         """
         statement = event_times_query(feature)
         if statement is None:
             return None
-        try:
-            with self.batch_engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=50_000).execute(statement)
-                return [(entity_id, at) for entity_id, at in result if at is not None]
-        except SQLAlchemyError as exc:
-            raise _query_failed(f"the event times of {feature.feature_type}", exc) from exc
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            raise _unreadable(feature, exc) from exc
+
+        def rows() -> Iterator[list[tuple[int, datetime]]]:
+            try:
+                with self.batch_engine.connect() as conn:
+                    result = conn.execution_options(stream_results=True, yield_per=50_000).execute(statement)
+                    for part in result.partitions(50_000):
+                        yield [(entity_id, at) for entity_id, at in part if at is not None]
+            except SQLAlchemyError as exc:
+                raise _query_failed(f"the event times of {feature.feature_type}", exc) from exc
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                raise _unreadable(feature, exc) from exc
+
+        return rows()
 
     def change_marker(self) -> bytes | None:
         """A reading that differs whenever a change was committed to the warehouse since the last
