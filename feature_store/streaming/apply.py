@@ -177,7 +177,8 @@ class Applier:
         next feature is computed (OnlineStore.change_writer).
 
         Raises:
-            WarehouseUnavailable: the warehouse failed (nothing was written).
+            WarehouseUnavailable: the warehouse failed (the features computed before it may be written
+                already, as a retry of the batch writes them again; none is older).
             StoreUnavailable: Redis failed (some values may be fresh already; none is older).
         """
         found = self.affected(transactions)
