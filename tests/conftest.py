@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from feature_store import create_app
-from tests import scenario
+from tests import history, scenario
 
 # Access lines are written synchronously in tests, so a test can read the line of its request.
 os.environ.setdefault("FEATURE_STORE_SYNC_ACCESS_LOG", "1")
@@ -487,3 +487,12 @@ def logical_database(logical_postgres):
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request, tmp_path) -> str:
+    """The warehouse with a history (tests/history.py), on each dialect."""
+    url = (f"sqlite:///{tmp_path / 'history.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_server_url"))
+    history.load(url)
+    return url

@@ -22,14 +22,6 @@ BASE = "/api/v1/features"
 LATE = datetime(2999, 1, 1)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request, tmp_path) -> str:
-    url = (f"sqlite:///{tmp_path / 'history.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_server_url"))
-    history.load(url)
-    return url
-
-
 def written(moment: datetime, form: int) -> str:
     """`moment` (UTC) as a client may write it: naive, with Z, with an offset, a space, a date."""
     if form == 0:

@@ -29,14 +29,6 @@ BASE = "/api/v1/features"
 FEATURES = [REGISTRY.get(ft) for ft in REGISTRY.feature_types()]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request, tmp_path) -> str:
-    url = (f"sqlite:///{tmp_path / 'history.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_server_url"))
-    history.load(url)
-    return url
-
-
 def lookup(index, ids: list[int | None], moments: list[datetime]) -> list[bytes | None]:
     values, hit = index.lookup(np.array([i or 0 for i in ids], dtype=np.int64),
                                np.array([i is not None for i in ids]), np.array([microseconds(m) for m in moments]))
@@ -206,5 +198,31 @@ def test_a_sqlite_file_put_in_the_warehouses_place_retires_its_indexes(tmp_path)
         (tmp_path / "history.db").rename(tmp_path / "old.db")
         history.load(url)  # a new file at the same path
         assert warehouse.change_marker() is None
+    finally:
+        warehouse.dispose()
+
+
+def test_a_build_the_warehouse_changed_under_is_discarded_and_not_retried_at_once(tmp_path):
+    """A commit between the marker's readings around a build: nothing is kept, and the next
+    training set does not start another build before `retry_after`."""
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    history.load(url)
+    warehouse = Warehouse(url)
+    indexes = AsOfIndexes(warehouse, fakeredis.FakeRedis(), retry_after=3600)
+    features = [REGISTRY.get("user_failed_transaction_count")]
+    real_build = as_of_index.build
+
+    def build_then_commit(*args):
+        index = real_build(*args)
+        _insert_user(url, 78)  # while the index was being built
+        return index
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(as_of_index, "build", build_then_commit)
+            assert indexes.build_now(features) == {}
+        assert indexes.current(features) == {} and indexes.describe() == {}
+        indexes.build_missing(features, rows=as_of_index.BUILD_MIN_ROWS)
+        assert indexes._builder is None  # backed off: no thread started
     finally:
         warehouse.dispose()
