@@ -55,6 +55,11 @@ def microseconds(moment: datetime) -> int:
     return (moment - _EPOCH) // _US
 
 
+def from_microseconds(us: int) -> datetime:
+    """microseconds()'s instant again."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
 @dataclass(frozen=True)
 class AsOfIndex:
     """One feature's values at every instant they can change, valid at `marker`."""
@@ -148,7 +153,7 @@ def build(warehouse, feature: Feature, marker: bytes) -> AsOfIndex | None:
     encoded = np.empty(len(ids), dtype=object)
     for start in range(0, len(ids), _BUILD_CHUNK):
         end = min(start + _BUILD_CHUNK, len(ids))
-        items = [(pos, entity_id, _EPOCH + timedelta(microseconds=us)) for pos, entity_id, us
+        items = [(pos, entity_id, from_microseconds(us)) for pos, entity_id, us
                  in zip(range(start, end), ids[start:end].tolist(), at[start:end].tolist(), strict=True)]
         for pos, value in warehouse.batch_as_of(feature, items).items():
             encoded[pos] = value

@@ -15,7 +15,7 @@ import threading
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -24,7 +24,7 @@ from feature_store import metrics
 from feature_store.errors import BadRequest as SpineError
 from feature_store.errors import TooLarge as SpineTooLarge
 from feature_store.registry import Entity, Feature, Registry
-from feature_store.services.as_of_index import AsOfIndex
+from feature_store.services.as_of_index import AsOfIndex, from_microseconds, microseconds
 
 SPINE_COLUMNS = ("entity_id", "as_of")
 
@@ -73,8 +73,6 @@ def parse_instant(value: Any) -> datetime:
 
 
 _fromisoformat = datetime.fromisoformat
-_EPOCH = datetime(1970, 1, 1)
-_US = timedelta(microseconds=1)
 _parse_id = Entity.parse_id
 
 
@@ -136,7 +134,7 @@ class Spine:
         number = _parse_id(entity_id)
         numbers.append(number or 0)
         known.append(number is not None)
-        instants.append((moment - _EPOCH) // _US)
+        instants.append(microseconds(moment))
         extras.append(tuple(extra))
         self.rows += 1
         if len(ids) >= self.chunk_rows:
@@ -308,6 +306,6 @@ def _submit(pool, chunk, features, warehouse):
         return chunk, []
     positions = np.flatnonzero(chunk.known)
     numbers, instants = chunk.numbers[positions].tolist(), chunk.as_of_us[positions].tolist()
-    items = [(pos, number, _EPOCH + timedelta(microseconds=us))
+    items = [(pos, number, from_microseconds(us))
              for pos, number, us in zip(positions.tolist(), numbers, instants, strict=True)]
     return chunk, [pool.submit(warehouse.batch_as_of, feature, items) for feature in features]
