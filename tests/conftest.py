@@ -420,7 +420,10 @@ class LogicalPostgres:
 
     def _options(self) -> str:
         return (f"-c wal_level=logical -c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} "
-                "-c fsync=off -c max_replication_slots=20 -c max_connections=60")
+                "-c fsync=off -c max_replication_slots=20 -c max_connections=60 "
+                # The WAL writer at its slowest (PostgreSQL allows up to 10 s): a record written
+                # without a flush stays cut by the flushed position that long (test_streaming.py).
+                "-c wal_writer_delay=10s")
 
 
 def _as_postgres(argv: list[str]) -> list[str]:

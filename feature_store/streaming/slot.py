@@ -86,10 +86,10 @@ def slot_state(conn: Connection, name: str) -> SlotState | None:
 
 def slot_engine(url: str) -> Engine:
     """An engine for the slot's connection: autocommit (a slot cannot be created in a transaction
-    that wrote), UTC (commit times), one connection checked before each use (a warehouse restart
-    drops it)."""
+    that wrote), UTC (commit times), commits flushed before they return (Slot._read_up_to), one
+    connection checked before each use (a warehouse restart drops it)."""
     return create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=1, pool_pre_ping=True,
-                         connect_args={"connect_timeout": 5, "options": "-c timezone=UTC",
+                         connect_args={"connect_timeout": 5, "options": "-c timezone=UTC -c synchronous_commit=local",
                                        "application_name": "feature-store-stream"})
 
 
@@ -101,6 +101,7 @@ class Slot:
         self.name = check_slot_name(name)
         self._engine = engine
         self.decoding_seconds = 0.0
+        self._block_size: int | None = None
 
     @property
     def engine(self) -> Engine:
@@ -182,7 +183,7 @@ class Slot:
         """
         began = time.perf_counter()
         with self.engine.connect() as conn:
-            upto = conn.execute(text("SELECT pg_current_wal_flush_lsn()::text")).scalar_one()
+            upto = self._read_up_to(conn)
             rows = conn.execute(text(
                 f"SELECT lsn::text, xid::text, data FROM pg_logical_slot_peek_changes(:name, :upto, :n, {_OPTIONS})"),
                 {"name": self.name, "upto": upto, "n": max_changes}).all()
@@ -191,6 +192,29 @@ class Slot:
         cut = len(rows) >= max_changes
         position = last if cut and last is not None else max(parse_lsn(upto), last or 0)
         return transactions, position, cut
+
+    def _read_up_to(self, conn: Connection) -> str:
+        """Where a read may end: the WAL flushed now, at the end of a record.
+
+        The WAL writer flushes whole pages, so the flushed position can cut a record written
+        without a flush of its own (a vacuum's, a bulk load's). Decoding up to such a position waits
+        for the rest of that record to be flushed, which on a quiet warehouse takes until the next
+        commit or snapshot record: up to 15 s, with the changes before it held back. So when the
+        flushed position is a page boundary short of what is written, a logical decoding message
+        is committed (its own transaction: the commit flushes it and all before it), and the read
+        ends where that message ends (a record's end, flushed). The message's transaction is read
+        with the next batch (no changes).
+        """
+        flushed, inserted = conn.execute(text(
+            "SELECT pg_current_wal_flush_lsn()::text, pg_current_wal_insert_lsn()::text")).one()
+        if flushed == inserted or parse_lsn(flushed) % self._wal_block_size(conn):
+            return flushed
+        return conn.execute(text("SELECT pg_logical_emit_message(true, 'feature-store', '')::text")).scalar_one()
+
+    def _wal_block_size(self, conn: Connection) -> int:
+        if self._block_size is None:
+            self._block_size = int(conn.execute(text("SHOW wal_block_size")).scalar_one())
+        return self._block_size
 
     def wait_visible(self, xids: Iterable[int], timeout: float = 10.0) -> None:
         """Wait until a new snapshot sees every transaction of `xids` (decoded ones: committed).

@@ -218,6 +218,42 @@ def test_warehouse_restart_loses_nothing(logical_postgres, logical_database, red
     assert stream.process.poll() is None
 
 
+def test_a_record_cut_by_the_flushed_position_does_not_hold_back_the_changes_before_it(
+        logical_database, redis_url, scratch_url, streams):
+    """A WAL record written without a flush of its own (a vacuum's; here a 20 kB logical message)
+    is flushed by the WAL writer in whole pages only, so the flushed position stops inside it. A
+    read up to that position would wait for the rest of the record, until something else flushes
+    the WAL (up to 15 s on a quiet warehouse), holding back the changes committed before it."""
+    extract(logical_database, redis_url)
+    first = streams(redis_url, logical_database)
+    first.wait_state("streaming")
+    first.stop()
+    engine = create_engine(logical_database, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("UPDATE payment_transactions SET status = 'failed' WHERE id = 4000"))
+            conn.execute(text("SELECT pg_logical_emit_message(false, 'test', repeat('x', 20000))"))
+            block = int(conn.execute(text("SHOW wal_block_size")).scalar_one())
+
+            def cut() -> bool:
+                flushed, inserted = conn.execute(text(
+                    "SELECT pg_current_wal_flush_lsn() - '0/0', pg_current_wal_insert_lsn() - '0/0'")).one()
+                return flushed < inserted and flushed % block == 0
+            wait_for(cut, timeout=15, what="the WAL writer to flush the message's whole pages only")
+    finally:
+        engine.dispose()
+    expected = extracted_values(logical_database, scratch_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        streams(redis_url, logical_database)
+        # Within the contract's 5 s of the process's start, imports included (the cut lasts until
+        # the WAL writer's next round: wal_writer_delay, 10 s on the test cluster).
+        wait_for(lambda: stored_values(client) == expected, timeout=5, interval=0.1,
+                 what="the change committed before the cut record to be served")
+    finally:
+        client.close()
+
+
 def test_the_slot_is_dropped_by_the_documented_command(logical_database, redis_url, streams, make_app):
     stream = streams(redis_url, logical_database, slot="to_drop")
     stream.wait_state("streaming")
