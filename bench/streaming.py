@@ -289,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         peak = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{process.pid}/status").read_text())
         report["catch_up_peak_rss_mb"] = round(int(peak.group(1)) / 1024) if peak else None
         phases = {"read": 0.0, "decoding": 0.0, "apply": 0.0, "confirm": 0.0, "batches": 0, "changes": 0}
+        report["catch_up_batches"] = []  # per batch: changes, then read, decoding, apply, confirm seconds
         with open(log, "rb") as lines:
             lines.seek(logged)
             catch_up_log = lines.read().decode()
@@ -299,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
                 phases["changes"] += int(re.search(r"\((\d+) changes\)", line).group(1))
                 for name, value in numbers:
                     phases[name] += float(value)
+                report["catch_up_batches"].append(" ".join([re.search(r"\((\d+) changes\)", line).group(1)]
+                                                           + [value for _, value in numbers]))
         report["catch_up_phases_s"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in phases.items()}
         report["catch_up"] = {"rows": rows, "stopped_s": args.stop_seconds, "seconds": round(seconds, 1),
                               "rows_per_s": round(rows / seconds),
