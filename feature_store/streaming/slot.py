@@ -197,19 +197,26 @@ class Slot:
         """Where a read may end: the WAL flushed now, at the end of a record.
 
         The WAL writer flushes whole pages, so the flushed position can cut a record written
-        without a flush of its own (a vacuum's, a bulk load's). Decoding up to such a position waits
-        for the rest of that record to be flushed, which on a quiet warehouse takes until the next
-        commit or snapshot record: up to 15 s, with the changes before it held back. So when the
-        flushed position is a page boundary short of what is written, a logical decoding message
-        is committed (its own transaction: the commit flushes it and all before it), and the read
-        ends where that message ends (a record's end, flushed). The message's transaction is read
-        with the next batch (no changes).
+        without a flush of its own (a page pruned by a read, a vacuum's). Decoding up to such a
+        position waits for the rest of that record to be flushed: until the next commit or the WAL
+        writer's next round (wal_writer_delay, longer while it hibernates on a quiet warehouse;
+        12 s of a 22.5 s catch-up, BENCHMARKS.md section 14), with the changes before it held back.
+        So when the flushed position is a page boundary short of what is written, a logical
+        decoding message is committed (its own transaction: the commit flushes it and all before
+        it), and the read ends where that message ends (a record's end, flushed). Its transaction
+        comes with the next batch, without changes. (A role whose transactions are read-only
+        cannot commit one: it reads up to the flushed position, as before.)
         """
         flushed, inserted = conn.execute(text(
             "SELECT pg_current_wal_flush_lsn()::text, pg_current_wal_insert_lsn()::text")).one()
         if flushed == inserted or parse_lsn(flushed) % self._wal_block_size(conn):
             return flushed
-        return conn.execute(text("SELECT pg_logical_emit_message(true, 'feature-store', '')::text")).scalar_one()
+        try:
+            return conn.execute(text("SELECT pg_logical_emit_message(true, 'feature-store', '')::text")).scalar_one()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "25006":  # a read-only role: read as before
+                raise
+            return flushed
 
     def _wal_block_size(self, conn: Connection) -> int:
         if self._block_size is None:
