@@ -17,6 +17,7 @@ process is retired.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterable
@@ -27,6 +28,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from feature_store.streaming.decoding import Transaction, format_lsn, parse_lsn, parse_rows
+
+log = logging.getLogger("feature_store.streaming")
 
 PLUGIN = "test_decoding"
 _SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
@@ -86,10 +89,10 @@ def slot_state(conn: Connection, name: str) -> SlotState | None:
 
 def slot_engine(url: str) -> Engine:
     """An engine for the slot's connection: autocommit (a slot cannot be created in a transaction
-    that wrote), UTC (commit times), commits flushed before they return (Slot._read_up_to), one
-    connection checked before each use (a warehouse restart drops it)."""
+    that wrote), UTC (commit times), one connection checked before each use (a warehouse restart
+    drops it)."""
     return create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=1, pool_pre_ping=True,
-                         connect_args={"connect_timeout": 5, "options": "-c timezone=UTC -c synchronous_commit=local",
+                         connect_args={"connect_timeout": 5, "options": "-c timezone=UTC",
                                        "application_name": "feature-store-stream"})
 
 
@@ -102,6 +105,7 @@ class Slot:
         self._engine = engine
         self.decoding_seconds = 0.0
         self._block_size: int | None = None
+        self._said_no_message = False
 
     @property
     def engine(self) -> Engine:
@@ -172,14 +176,14 @@ class Slot:
     def peek(self, max_changes: int) -> tuple[list[Transaction], int, bool]:
         """The committed transactions after the slot's confirmed position, without consuming them.
 
-        Reads up to the WAL flushed when called, and stops after the transaction that reaches
-        `max_changes` rows (transactions are never split).
+        Reads up to the WAL flushed when called, at a record's end (_read_up_to), and stops
+        after the transaction that reaches `max_changes` rows (transactions are never split).
 
         Returns:
             (transactions, position to confirm once they are applied, whether the read was cut by
-            `max_changes`). Uncut, the position is the flush position read before the call: every
-            commit before it has been read, so confirming it lets the slot free WAL of other
-            tables' and databases' traffic too.
+            `max_changes`). Uncut, the position is where the read was asked to end: every commit
+            before it has been read, so confirming it lets the slot free WAL of other tables' and
+            databases' traffic too.
         """
         began = time.perf_counter()
         with self.engine.connect() as conn:
@@ -201,21 +205,33 @@ class Slot:
         position waits for the rest of that record to be flushed: until the next commit or the WAL
         writer's next round (wal_writer_delay, longer while it hibernates on a quiet warehouse;
         12 s of a 22.5 s catch-up, BENCHMARKS.md section 14), with the changes before it held back.
-        So when the flushed position is a page boundary short of what is written, a logical
-        decoding message is committed (its own transaction: the commit flushes it and all before
-        it), and the read ends where that message ends (a record's end, flushed). Its transaction
-        comes with the next batch, without changes. (A role whose transactions are read-only
-        cannot commit one: it reads up to the flushed position, as before.)
+        So when the flushed position is a page boundary short of what is written (a position
+        inside a record is always one), an empty logical decoding message is committed in its own
+        transaction, flushed before the statement returns (synchronous_commit = local, set for that
+        transaction: no wait for standbys), and the read ends where the message ends: a record's
+        end, flushed. test_decoding prints the message as a row of its own, which the parse skips.
+        Where it cannot be committed (the function revoked from the role), the read ends at the
+        flushed position, as before, and the process says so once.
         """
         flushed, inserted = conn.execute(text(
             "SELECT pg_current_wal_flush_lsn()::text, pg_current_wal_insert_lsn()::text")).one()
         if flushed == inserted or parse_lsn(flushed) % self._wal_block_size(conn):
             return flushed
         try:
-            return conn.execute(text("SELECT pg_logical_emit_message(true, 'feature-store', '')::text")).scalar_one()
+            end = conn.execute(text("SELECT set_config('synchronous_commit', 'local', true), "
+                                    "pg_logical_emit_message(true, 'feature-store', '')::text")).one()[1]
+            conn.commit()  # (a no-op on the slot's autocommit connection; another engine's would roll back)
+            return end
         except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) != "25006":  # a read-only role: read as before
-                raise
+            if exc.connection_invalidated or str(getattr(exc.orig, "sqlstate", None) or "08").startswith("08"):
+                raise  # the warehouse is gone: an outage, retried
+            conn.rollback()
+            if not self._said_no_message:
+                log.warning("reads of replication slot %r end at the flushed position, which may wait for the "
+                            "WAL writer (up to wal_writer_delay after a record written without a flush): the "
+                            "warehouse refused the logical decoding message that ends them at a record: %s",
+                            self.name, str(exc.orig).strip().splitlines()[0])
+                self._said_no_message = True
             return flushed
 
     def _wal_block_size(self, conn: Connection) -> int:
