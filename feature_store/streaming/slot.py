@@ -223,7 +223,8 @@ class Slot:
             conn.commit()  # (a no-op on the slot's autocommit connection; another engine's would roll back)
             return end
         except DBAPIError as exc:
-            if exc.connection_invalidated or str(getattr(exc.orig, "sqlstate", None) or "08").startswith("08"):
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if exc.connection_invalidated or sqlstate is None or sqlstate.startswith("08"):
                 raise  # the warehouse is gone: an outage, retried
             conn.rollback()
             if not self._said_no_message:
