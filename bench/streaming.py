@@ -296,12 +296,12 @@ def main(argv: list[str] | None = None) -> None:
         for line in catch_up_log.splitlines():
             if "applied" in line and "(read " in line:
                 numbers = re.findall(r"(read|decoding|apply|confirm) ([0-9.]+)s", line)
+                changes = re.search(r"\((\d+) changes\)", line).group(1)
                 phases["batches"] += 1
-                phases["changes"] += int(re.search(r"\((\d+) changes\)", line).group(1))
+                phases["changes"] += int(changes)
                 for name, value in numbers:
                     phases[name] += float(value)
-                report["catch_up_batches"].append(" ".join([re.search(r"\((\d+) changes\)", line).group(1)]
-                                                           + [value for _, value in numbers]))
+                report["catch_up_batches"].append(" ".join([changes] + [value for _, value in numbers]))
         report["catch_up_phases_s"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in phases.items()}
         report["catch_up"] = {"rows": rows, "stopped_s": args.stop_seconds, "seconds": round(seconds, 1),
                               "rows_per_s": round(rows / seconds),
